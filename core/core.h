@@ -1,0 +1,92 @@
+/* core: the context handle, error reporting, allocation and checked
+ * arithmetic. Depends on nothing else in celtrace. */
+#ifndef CT_CORE_H
+#define CT_CORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <celtrace/celtrace.h>
+
+#if defined(__GNUC__)
+#define CT_PRINTF(a, b) __attribute__((format(printf, a, b)))
+#else
+#define CT_PRINTF(a, b)
+#endif
+
+#define CT_ERRMSG_MAX 512
+
+/* A module that keeps state in the context registers it in a slot with its
+ * own destructor, so core never has to know the module (dependencies point
+ * one way: core <- keys, store, ...). */
+typedef enum ct_slot {
+    CT_SLOT_KEYS = 0,  /* unsealed secrets (keys/) */
+    CT_SLOT_STORE = 1, /* open database (store/) */
+    CT_SLOT_COUNT
+} ct_slot;
+
+struct ct_ctx {
+    char *home;
+    char errmsg[CT_ERRMSG_MAX];
+    ct_status last;
+    uint64_t max_pixels;
+    void *slot[CT_SLOT_COUNT];
+    void (*slot_free[CT_SLOT_COUNT])(void *);
+    /* Fault injection for tests: when > 0, the Nth ct_malloc from now
+     * fails (1 = the next one). 0 disables it. */
+    long fail_alloc_after;
+};
+
+/* Record a failure on ctx and return st, so callers can write
+ * `return ct_fail(ctx, CT_ERR_FORMAT, "%s: bad header", path);`.
+ * ctx may be NULL (the message is then dropped). */
+ct_status ct_fail(ct_ctx *ctx, ct_status st, const char *fmt, ...) CT_PRINTF(3, 4);
+
+/* Allocation through the context, so tests can make the Nth one fail.
+ * Sizes are counts times element sizes, checked for overflow. They record
+ * CT_ERR_NOMEM on ctx when they fail. */
+void *ct_malloc(ct_ctx *ctx, size_t n);
+void *ct_calloc(ct_ctx *ctx, size_t count, size_t size);
+void *ct_mallocarray(ct_ctx *ctx, size_t count, size_t size);
+char *ct_strdup(ct_ctx *ctx, const char *s);
+
+/* Checked arithmetic: return false on overflow (and leave *out alone). */
+static inline bool ct_mul(size_t *out, size_t a, size_t b)
+{
+    size_t r;
+    if (__builtin_mul_overflow(a, b, &r)) {
+        return false;
+    }
+    *out = r;
+    return true;
+}
+
+static inline bool ct_mul3(size_t *out, size_t a, size_t b, size_t c)
+{
+    size_t r;
+    if (!ct_mul(&r, a, b) || !ct_mul(&r, r, c)) {
+        return false;
+    }
+    *out = r;
+    return true;
+}
+
+static inline bool ct_add(size_t *out, size_t a, size_t b)
+{
+    size_t r;
+    if (__builtin_add_overflow(a, b, &r)) {
+        return false;
+    }
+    *out = r;
+    return true;
+}
+
+/* Slots (see ct_slot). Setting a slot frees what was there. */
+void *ct_slot_get(const ct_ctx *ctx, ct_slot s);
+void ct_slot_set(ct_ctx *ctx, ct_slot s, void *p, void (*destroy)(void *));
+
+/* Join home and a file name into a new string (caller frees with free()). */
+ct_status ct_home_path(ct_ctx *ctx, const char *name, char **out);
+
+#endif /* CT_CORE_H */

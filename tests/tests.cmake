@@ -1,0 +1,1 @@
+# Registered tests, one line each; see tests/CMakeLists.txt.
