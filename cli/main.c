@@ -1,12 +1,14 @@
 /* celtrace: the command. A thin layer over the library: parse arguments,
  * get the passphrase, call <celtrace/celtrace.h>, print text or JSON, map
  * status to the exit code (0 ok, 1 verify found nothing, 2 error). */
+#include <dirent.h>
 #include <errno.h>
 #include <getopt.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <termios.h>
 #include <time.h>
 #include <unistd.h>
@@ -20,6 +22,7 @@
 typedef struct cli {
     const char *home;
     const char *pass_file;
+    unsigned long long max_pixels;
     ct_ctx *ctx;
 } cli;
 
@@ -52,6 +55,23 @@ static int usage_error(const char *cmd, const char *fmt, ...)
     return EXIT_ERR;
 }
 
+
+/* Print s as a JSON string (UTF-8 passed through, controls escaped). */
+static void json_string_out(const char *s)
+{
+    putchar('"');
+    for (const unsigned char *p = (const unsigned char *)s; *p != 0; p++) {
+        if (*p == '"' || *p == '\\') {
+            printf("\\%c", *p);
+        } else if (*p < 0x20) {
+            printf("\\u%04x", *p);
+        } else {
+            putchar(*p);
+        }
+    }
+    putchar('"');
+}
+
 /* ---- help texts -------------------------------------------------------- */
 
 static const char MAIN_HELP[] =
@@ -64,10 +84,13 @@ static const char MAIN_HELP[] =
     "  vendor add NAME [...]       onboard a vendor (needs the passphrase)\n"
     "  vendor list|show|revoke     read or revoke vendors\n"
     "  keys export-public          print the studio's public signing key\n"
+    "  embed --vendor V IN -o OUT  write a copy of IN marked for vendor V\n"
+    "  verify FILE|DIR ...         name the vendor a leaked file was issued to\n"
     "\n"
     "Options:\n"
     "  --home DIR              studio home (default: $CELTRACE_HOME or ~/.celtrace)\n"
     "  --passphrase-file FILE  read the passphrase from the first line of FILE\n"
+    "  --max-pixels N          refuse images larger than N pixels (default 300000000)\n"
     "  --version               print the version\n"
     "  --help                  this text; 'celtrace COMMAND --help' for a command\n"
     "\n"
@@ -78,7 +101,50 @@ static const char MAIN_HELP[] =
     "\n"
     "Example:\n"
     "  celtrace init --studio \"Blue Heron Animation\"\n"
-    "  celtrace vendor add \"Inkwell Studio\" --country KR --contact ops@inkwell.example\n";
+    "  celtrace vendor add \"Inkwell Studio\" --country KR --contact ops@inkwell.example\n"
+    "  celtrace embed --vendor \"Inkwell Studio\" sheet.png -o out/sheet.png\n"
+    "  celtrace verify leaked.jpg\n";
+
+static const char EMBED_HELP[] =
+    "Usage: celtrace embed --vendor NAME|ID INPUT -o OUTPUT [--asset NAME]\n"
+    "                      [--strength S] [--quality Q] [--json]\n"
+    "\n"
+    "Write a copy of INPUT (PNG or JPEG) that carries an invisible mark keyed to\n"
+    "the vendor. The output looks the same as the input; its format follows\n"
+    "OUTPUT's extension (.png, .jpg, .jpeg). Alpha, bit depth, PNG chunks and\n"
+    "JPEG markers are kept; a JPEG is re-encoded at its own quality unless\n"
+    "--quality is given. Palette PNGs are written as RGB(A), since the marked\n"
+    "pixels no longer fit a palette. The output appears only when complete.\n"
+    "\n"
+    "  --vendor V     vendor name or id (see 'celtrace vendor list')\n"
+    "  -o, --output   the marked copy to write (never the input itself)\n"
+    "  --asset NAME   asset name reported with the issue (default: INPUT's name)\n"
+    "  --strength S   mark strength, 0.25..4 (default 1: the measured setting)\n"
+    "  --quality Q    JPEG output quality 1..100\n"
+    "  --json         print the result as one JSON object\n"
+    "\n"
+    "Example:\n"
+    "  celtrace embed --vendor \"Inkwell Studio\" ep12/sc04_bg.png -o out/sc04_bg.png\n";
+
+static const char VERIFY_HELP[] =
+    "Usage: celtrace verify [--json] FILE|DIR ...\n"
+    "\n"
+    "Trace leaked files back to the vendor they were issued to, from the file\n"
+    "alone (no original needed), after re-export, resizing, cropping, rotation,\n"
+    "colour changes or screenshots. Reads PNG, JPEG, WebP, TIFF, BMP, GIF and the\n"
+    "other still formats FFmpeg decodes. Folders are searched recursively.\n"
+    "A vendor is named only when its authenticated mark is found; the verdict\n"
+    "gives the probability that an unmarked file would have been named.\n"
+    "\n"
+    "  --json   one JSON object per file and line: file, status (identified,\n"
+    "           not_found, error), vendor, vendor_id, false_positive_probability,\n"
+    "           serial, and the detection details\n"
+    "\n"
+    "Exit codes: 0 a vendor was named for at least one file, 1 no mark found in\n"
+    "any file, 2 an error (and nothing identified).\n"
+    "\n"
+    "Example:\n"
+    "  celtrace verify --json leak_dump/ > verdicts.jsonl\n";
 
 static const char INIT_HELP[] =
     "Usage: celtrace init --studio NAME\n"
@@ -233,6 +299,11 @@ enum {
     OPT_COUNTRY,
     OPT_CONTACT,
     OPT_HELP,
+    OPT_VENDOR,
+    OPT_ASSET,
+    OPT_STRENGTH,
+    OPT_QUALITY,
+    OPT_MAXPIX,
 };
 
 /* Options every command accepts, so they may come before or after it. */
@@ -240,6 +311,7 @@ enum {
     {"home", required_argument, NULL, OPT_HOME},                                             \
         {"passphrase-file", required_argument, NULL, OPT_PASSFILE},                          \
         {"help", no_argument, NULL, OPT_HELP},                                               \
+        {"max-pixels", required_argument, NULL, OPT_MAXPIX},                                 \
     {                                                                                        \
         "json", no_argument, NULL, OPT_JSON                                                  \
     }
@@ -256,6 +328,17 @@ static int common_opt(cli *c, int opt, int *json)
     case OPT_JSON:
         *json = 1;
         return 1;
+    case OPT_MAXPIX: {
+        char *end = NULL;
+        errno = 0;
+        unsigned long long v = strtoull(optarg, &end, 10);
+        if (errno != 0 || end == optarg || *end != '\0' || v == 0 || optarg[0] == '-') {
+            c->max_pixels = 0;
+            return -1;
+        }
+        c->max_pixels = v;
+        return 1;
+    }
     default:
         return 0;
     }
@@ -267,10 +350,14 @@ static int open_ctx(cli *c)
     if (st != CT_OK) {
         return die("cannot find a home folder: set CELTRACE_HOME or use --home DIR");
     }
+    if (c->max_pixels != 0) {
+        ct_set_max_pixels(c->ctx, c->max_pixels);
+    }
     return 0;
 }
 
 /* ---- commands ------------------------------------------------------------- */
+
 
 static int cmd_init(cli *c, int argc, char **argv)
 {
@@ -279,7 +366,11 @@ static int cmd_init(cli *c, int argc, char **argv)
     const char *studio = NULL;
     int json = 0, opt;
     while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        if (common_opt(c, opt, &json)) {
+        int co = common_opt(c, opt, &json);
+        if (co < 0) {
+            return usage_error("", "--max-pixels takes a positive whole number");
+        }
+        if (co > 0) {
             continue;
         }
         if (opt == OPT_HELP) {
@@ -316,7 +407,11 @@ static int cmd_init(cli *c, int argc, char **argv)
         return rc;
     }
     if (json) {
-        printf("{\"home\":\"%s\",\"studio\":\"%s\"}\n", ct_home(c->ctx), studio);
+        fputs("{\"home\":", stdout);
+        json_string_out(ct_home(c->ctx));
+        fputs(",\"studio\":", stdout);
+        json_string_out(studio);
+        fputs("}\n", stdout);
     } else {
         printf("Initialised studio \"%s\" in %s\n", studio, ct_home(c->ctx));
         printf("Next: celtrace vendor add NAME\n");
@@ -368,7 +463,11 @@ static int cmd_vendor(cli *c, int argc, char **argv)
     const char *country = NULL, *contact = NULL;
     int json = 0, opt;
     while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        if (common_opt(c, opt, &json)) {
+        int co = common_opt(c, opt, &json);
+        if (co < 0) {
+            return usage_error("", "--max-pixels takes a positive whole number");
+        }
+        if (co > 0) {
             continue;
         }
         switch (opt) {
@@ -453,7 +552,11 @@ static int cmd_keys(cli *c, int argc, char **argv)
     static const struct option opts[] = {COMMON_OPTS, {NULL, 0, NULL, 0}};
     int json = 0, opt;
     while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        if (common_opt(c, opt, &json)) {
+        int co = common_opt(c, opt, &json);
+        if (co < 0) {
+            return usage_error("", "--max-pixels takes a positive whole number");
+        }
+        if (co > 0) {
             continue;
         }
         if (opt == OPT_HELP) {
@@ -479,6 +582,263 @@ static int cmd_keys(cli *c, int argc, char **argv)
     return 0;
 }
 
+
+static int cmd_embed(cli *c, int argc, char **argv)
+{
+    static const struct option opts[] = {COMMON_OPTS,
+                                         {"vendor", required_argument, NULL, OPT_VENDOR},
+                                         {"output", required_argument, NULL, 'o'},
+                                         {"asset", required_argument, NULL, OPT_ASSET},
+                                         {"strength", required_argument, NULL, OPT_STRENGTH},
+                                         {"quality", required_argument, NULL, OPT_QUALITY},
+                                         {NULL, 0, NULL, 0}};
+    const char *vendor = NULL, *output = NULL, *asset = NULL;
+    ct_embed_opts eo = {1.0, 0};
+    int json = 0, opt;
+    while ((opt = getopt_long(argc, argv, "o:", opts, NULL)) != -1) {
+        int co = common_opt(c, opt, &json);
+        if (co < 0) {
+            return usage_error("embed ", "--max-pixels takes a positive whole number");
+        }
+        if (co > 0) {
+            continue;
+        }
+        char *end = NULL;
+        switch (opt) {
+        case OPT_HELP:
+            fputs(EMBED_HELP, stdout);
+            return 0;
+        case OPT_VENDOR:
+            vendor = optarg;
+            break;
+        case 'o':
+            output = optarg;
+            break;
+        case OPT_ASSET:
+            asset = optarg;
+            break;
+        case OPT_STRENGTH:
+            eo.strength = strtod(optarg, &end);
+            if (end == optarg || *end != '\0' || !(eo.strength >= 0.25 && eo.strength <= 4.0)) {
+                return usage_error("embed ", "--strength takes a number from 0.25 to 4");
+            }
+            break;
+        case OPT_QUALITY:
+            eo.jpeg_quality = (int)strtol(optarg, &end, 10);
+            if (end == optarg || *end != '\0' || eo.jpeg_quality < 1 || eo.jpeg_quality > 100) {
+                return usage_error("embed ", "--quality takes a whole number from 1 to 100");
+            }
+            break;
+        default:
+            return usage_error("embed ", "unknown option '%s'", argv[optind - 1]);
+        }
+    }
+    if (vendor == NULL) {
+        return usage_error("embed ", "embed needs --vendor NAME|ID");
+    }
+    if (output == NULL) {
+        return usage_error("embed ", "embed needs -o OUTPUT");
+    }
+    if (argc - optind != 1) {
+        return usage_error("embed ", "embed takes exactly one INPUT file");
+    }
+    const char *input = argv[optind];
+    if (asset == NULL) {
+        const char *slash = strrchr(input, '/');
+        asset = slash != NULL ? slash + 1 : input;
+    }
+    int rc = open_ctx(c);
+    if (rc == 0) {
+        rc = unlock(c);
+    }
+    if (rc != 0) {
+        return rc;
+    }
+    ct_embed_result r;
+    ct_status st = ct_embed_file(c->ctx, vendor, input, output, &eo, &r);
+    if (st != CT_OK) {
+        return fail(c, st);
+    }
+    if (json) {
+        printf("{\"input\":");
+        json_string_out(input);
+        printf(",\"output\":");
+        json_string_out(output);
+        printf(",\"asset\":");
+        json_string_out(asset);
+        printf(",\"vendor\":");
+        json_string_out(r.vendor);
+        printf(",\"vendor_id\":%u,\"serial\":%u,\"width\":%u,\"height\":%u,"
+               "\"psnr_y\":%.2f,\"ssim_y\":%.5f,\"strength\":%g}\n",
+               r.vendor_id, r.serial, r.width, r.height, r.psnr, r.ssim, eo.strength);
+    } else {
+        printf("%s -> %s: marked for %s (vendor %u), serial %u, PSNR-Y %.1f dB, SSIM %.4f\n",
+               input, output, r.vendor, r.vendor_id, r.serial, r.psnr, r.ssim);
+    }
+    return 0;
+}
+
+typedef struct walk {
+    char **paths;
+    size_t n, cap;
+} walk;
+
+static int walk_add(walk *w, const char *path)
+{
+    if (w->n == w->cap) {
+        size_t ncap = w->cap == 0 ? 64 : w->cap * 2;
+        char **np = realloc(w->paths, ncap * sizeof *np);
+        if (np == NULL) {
+            return -1;
+        }
+        w->paths = np;
+        w->cap = ncap;
+    }
+    w->paths[w->n] = strdup(path);
+    if (w->paths[w->n] == NULL) {
+        return -1;
+    }
+    w->n++;
+    return 0;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Files under a folder, recursively, sorted; hidden entries skipped. */
+static int walk_dir(walk *w, const char *dir, int depth)
+{
+    DIR *d = opendir(dir);
+    if (d == NULL || depth > 64) {
+        if (d != NULL) {
+            closedir(d);
+        }
+        return walk_add(w, dir); /* reported as an error when read */
+    }
+    size_t first = w->n;
+    struct dirent *e;
+    int rc = 0;
+    while (rc == 0 && (e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.') {
+            continue;
+        }
+        size_t n = strlen(dir) + strlen(e->d_name) + 2;
+        char *p = malloc(n);
+        if (p == NULL) {
+            rc = -1;
+            break;
+        }
+        snprintf(p, n, "%s/%s", dir, e->d_name);
+        struct stat sb;
+        if (stat(p, &sb) == 0 && S_ISDIR(sb.st_mode)) {
+            rc = walk_dir(w, p, depth + 1);
+        } else if (stat(p, &sb) == 0 && S_ISREG(sb.st_mode)) {
+            rc = walk_add(w, p);
+        }
+        free(p);
+    }
+    closedir(d);
+    qsort(w->paths + first, w->n - first, sizeof *w->paths, cmp_str);
+    return rc;
+}
+
+static int cmd_verify(cli *c, int argc, char **argv)
+{
+    static const struct option opts[] = {COMMON_OPTS, {NULL, 0, NULL, 0}};
+    int json = 0, opt;
+    walk w = {0};
+    while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        int co = common_opt(c, opt, &json);
+        if (co < 0) {
+            return usage_error("verify ", "--max-pixels takes a positive whole number");
+        }
+        if (co > 0) {
+            continue;
+        }
+        if (opt == OPT_HELP) {
+            fputs(VERIFY_HELP, stdout);
+            return 0;
+        }
+        return usage_error("verify ", "unknown option '%s'", argv[optind - 1]);
+    }
+    if (optind >= argc) {
+        return usage_error("verify ", "verify needs at least one FILE or DIR");
+    }
+    int rc = open_ctx(c);
+    if (rc == 0) {
+        rc = unlock(c);
+    }
+    if (rc != 0) {
+        return rc;
+    }
+    for (int i = optind; i < argc; i++) {
+        struct stat sb;
+        int r = stat(argv[i], &sb) == 0 && S_ISDIR(sb.st_mode) ? walk_dir(&w, argv[i], 0)
+                                                                : walk_add(&w, argv[i]);
+        if (r != 0) {
+            rc = die("out of memory listing files");
+            goto done;
+        }
+    }
+    int identified = 0, errors = 0;
+    int progress = !json && isatty(STDERR_FILENO) && w.n > 1;
+    for (size_t i = 0; i < w.n; i++) {
+        ct_verdict v;
+        if (progress) {
+            fprintf(stderr, "\r[%zu/%zu] %.60s\033[K", i + 1, w.n, w.paths[i]);
+        }
+        ct_status st = ct_verify_file(c->ctx, w.paths[i], &v);
+        if (progress) {
+            fputs("\r\033[K", stderr);
+        }
+        if (st != CT_OK) {
+            errors++;
+            const char *msg = ct_errmsg(c->ctx);
+            if (json) {
+                printf("{\"file\":");
+                json_string_out(w.paths[i]);
+                printf(",\"status\":\"error\",\"vendor\":null,\"vendor_id\":null,"
+                       "\"false_positive_probability\":null,\"error\":");
+                json_string_out(msg[0] ? msg : ct_strerror(st));
+                printf("}\n");
+            } else {
+                die("%s", msg[0] ? msg : ct_strerror(st));
+            }
+            continue;
+        }
+        identified += v.identified;
+        if (json) {
+            char *s = NULL;
+            if (ct_verdict_json(w.paths[i], &v, &s) != CT_OK) {
+                rc = die("out of memory");
+                goto done;
+            }
+            puts(s);
+            ct_free(s);
+        } else if (v.identified) {
+            printf("%s: identified: vendor \"%s\" (id %u), serial %u, "
+                   "false-positive probability %.1e\n",
+                   w.paths[i], v.vendor, v.vendor_id, v.serial, v.false_positive_probability);
+            for (int k = 1; k < v.nvendors; k++) {
+                printf("%s:   also the mark of vendor id %u, serial %u (copies combined)\n",
+                       w.paths[i], v.vendor_ids[k], v.serials[k]);
+            }
+        } else {
+            printf("%s: no mark found\n", w.paths[i]);
+        }
+        fflush(stdout);
+    }
+    rc = identified > 0 ? 0 : (errors > 0 ? EXIT_ERR : EXIT_NOTFOUND);
+done:
+    for (size_t i = 0; i < w.n; i++) {
+        free(w.paths[i]);
+    }
+    free(w.paths);
+    return rc;
+}
+
 typedef struct command {
     const char *name;
     int (*run)(cli *c, int argc, char **argv);
@@ -488,12 +848,15 @@ static const command COMMANDS[] = {
     {"init", cmd_init},
     {"vendor", cmd_vendor},
     {"keys", cmd_keys},
+    {"embed", cmd_embed},
+    {"verify", cmd_verify},
 };
 
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {{"home", required_argument, NULL, OPT_HOME},
                                          {"passphrase-file", required_argument, NULL, OPT_PASSFILE},
+                                         {"max-pixels", required_argument, NULL, OPT_MAXPIX},
                                          {"help", no_argument, NULL, 'h'},
                                          {"version", no_argument, NULL, 'V'},
                                          {NULL, 0, NULL, 0}};
@@ -507,7 +870,11 @@ int main(int argc, char **argv)
     opterr = 0;
     /* '+' stops at the command name; the command parses the rest. */
     while ((opt = getopt_long(argc, argv, "+hV", opts, NULL)) != -1) {
-        if (common_opt(&c, opt, &json)) {
+        int co = common_opt(&c, opt, &json);
+        if (co < 0) {
+            return usage_error("", "--max-pixels takes a positive whole number");
+        }
+        if (co > 0) {
             continue;
         }
         if (opt == 'h') {

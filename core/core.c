@@ -105,6 +105,20 @@ void *ct_mallocarray(ct_ctx *ctx, size_t count, size_t size)
     return ct_malloc(ctx, n);
 }
 
+void *ct_reallocarray(ct_ctx *ctx, void *p, size_t count, size_t size)
+{
+    size_t n;
+    if (!ct_mul(&n, count, size)) {
+        ct_fail(ctx, CT_ERR_NOMEM, "allocation size overflow");
+        return NULL;
+    }
+    void *q = alloc_should_fail(ctx) ? NULL : realloc(p, n == 0 ? 1 : n);
+    if (q == NULL) {
+        ct_fail(ctx, CT_ERR_NOMEM, "out of memory (%zu bytes)", n);
+    }
+    return q;
+}
+
 char *ct_strdup(ct_ctx *ctx, const char *s)
 {
     size_t n = strlen(s) + 1;

@@ -50,6 +50,9 @@ void *ct_malloc(ct_ctx *ctx, size_t n);
 void *ct_calloc(ct_ctx *ctx, size_t count, size_t size);
 void *ct_mallocarray(ct_ctx *ctx, size_t count, size_t size);
 char *ct_strdup(ct_ctx *ctx, const char *s);
+/* Resize p to count * size bytes. On failure p is left as it was (the
+ * caller still frees it) and NULL is returned. */
+void *ct_reallocarray(ct_ctx *ctx, void *p, size_t count, size_t size);
 
 /* Checked arithmetic: return false on overflow (and leave *out alone). */
 static inline bool ct_mul(size_t *out, size_t a, size_t b)

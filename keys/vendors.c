@@ -267,14 +267,10 @@ ct_status ct_vendor_list(ct_ctx *ctx, ct_vendor **out, size_t *count)
         }
         if (n == cap) {
             size_t ncap = cap == 0 ? 16 : cap * 2;
-            size_t bytes;
-            if (!ct_mul(&bytes, ncap, sizeof *arr)) {
-                st = ct_fail(ctx, CT_ERR_NOMEM, "too many vendors");
-                goto done;
-            }
-            ct_vendor *na = realloc(arr, bytes);
+            /* Through the context, so fault injection reaches it. */
+            ct_vendor *na = ct_reallocarray(ctx, arr, ncap, sizeof *arr);
             if (na == NULL) {
-                st = ct_fail(ctx, CT_ERR_NOMEM, "out of memory listing vendors");
+                st = CT_ERR_NOMEM;
                 goto done;
             }
             arr = na;

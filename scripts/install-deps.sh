@@ -9,7 +9,7 @@ PKGS=(
   # libraries (headers + runtime)
   libsodium-dev libpng-dev libjpeg62-turbo-dev
   libavformat-dev libavcodec-dev libavutil-dev libswscale-dev
-  libsqlite3-dev libjansson-dev
+  libsqlite3-dev libjansson-dev libfftw3-dev
   # tests, demo and benchmarks: real attack tools and helpers
   imagemagick webp ffmpeg jq sqlite3 gnuplot-nox time
   # sanitizer runtimes

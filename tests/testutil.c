@@ -11,11 +11,15 @@ const char *tu_tmpdir(const char *tag)
 {
     static char buf[4096];
     const char *base = getenv("CT_TMP");
-    char cmd[4200];
+    char cmd[2 * sizeof buf + 32];
     if (base == NULL || base[0] == '\0') {
         base = "/tmp";
     }
-    snprintf(buf, sizeof buf, "%s/%s.%ld", base, tag, (long)getpid());
+    int n = snprintf(buf, sizeof buf, "%s/%s.%ld", base, tag, (long)getpid());
+    if (n < 0 || (size_t)n >= sizeof buf) {
+        fprintf(stderr, "temporary folder name too long\n");
+        exit(2);
+    }
     snprintf(cmd, sizeof cmd, "rm -rf '%s' && mkdir -p '%s'", buf, buf);
     if (system(cmd) != 0) {
         fprintf(stderr, "cannot make %s\n", buf);

@@ -168,6 +168,67 @@ CT_API CT_NODISCARD ct_status ct_vendor_json(const ct_vendor *v, char **out);
 CT_API CT_NODISCARD ct_status ct_vendor_mark_key(ct_ctx *ctx, uint32_t vendor_id, uint32_t epoch,
                                                  uint8_t key[CT_MARK_KEYBYTES]);
 
+/* ---- marking and tracing images --------------------------------------- */
+
+typedef struct ct_embed_opts {
+    double strength;   /* 1.0 (the default, when 0) is what the published
+                          figures are measured at; 0.25..4 accepted */
+    int jpeg_quality;  /* JPEG output quality 1..100; 0 follows the input */
+} ct_embed_opts;
+
+typedef struct ct_embed_result {
+    uint32_t vendor_id;
+    char vendor[CT_NAME_MAX];
+    uint32_t serial;   /* issuance serial carried by the mark */
+    uint32_t width, height;
+    double psnr;       /* luma PSNR of the output against the input, dB */
+    double ssim;       /* mean luma SSIM of the output against the input */
+} ct_embed_result;
+
+/* Mark the image at `input` for vendor `vendor` (name or id) and write it
+ * to `output`; the output format follows output's extension (.png, .jpg,
+ * .jpeg). The output is written to a temporary file beside it and renamed
+ * into place only when complete: on any failure no output file exists.
+ * Requires ct_unlock. Returns CT_ERR_NOT_FOUND (unknown vendor),
+ * CT_ERR_MISUSE (revoked vendor, bad options, output == input), CT_ERR_IO,
+ * CT_ERR_FORMAT (corrupt or unsupported input), CT_ERR_LIMIT (too large).
+ * opts may be NULL. */
+CT_API CT_NODISCARD ct_status ct_embed_file(ct_ctx *ctx, const char *vendor, const char *input,
+                                            const char *output, const ct_embed_opts *opts,
+                                            ct_embed_result *out);
+
+#define CT_MAX_COLLUDERS 8
+
+typedef struct ct_verdict {
+    int identified;                 /* 1 if a vendor's authenticated mark was found */
+    uint32_t vendor_id;             /* first vendor named (0 if none) */
+    char vendor[CT_NAME_MAX];
+    uint32_t epoch;
+    uint32_t serial;
+    int nvendors;                   /* vendors whose marks were all found (collusion) */
+    uint32_t vendor_ids[CT_MAX_COLLUDERS];
+    uint32_t serials[CT_MAX_COLLUDERS];
+    double false_positive_probability; /* of naming any vendor on an unmarked file */
+    double sync_z;                  /* sync correlation, standard deviations */
+    double msg_z;                   /* payload correlation, standard deviations */
+    double period;                  /* tile period found in the file, pixels */
+    double angle;                   /* rotation found, degrees */
+    int mirrored;
+    uint32_t width, height;
+    uint64_t trials;                /* candidate decodes the probability counts */
+} ct_verdict;
+
+/* Trace a file blind: decide whether it carries a mark of one of the
+ * studio's vendors. Reads PNG, JPEG and every still format libavcodec
+ * decodes. Requires ct_unlock (the vendors' mark keys derive from the
+ * master secret). A file without a mark is CT_OK with identified = 0.
+ * Returns CT_ERR_IO, CT_ERR_FORMAT, CT_ERR_LIMIT for unreadable input. */
+CT_API CT_NODISCARD ct_status ct_verify_file(ct_ctx *ctx, const char *path, ct_verdict *out);
+
+/* The verdict as one line of JSON, per DESIGN.md's contract. `file` is
+ * the name to print. Caller frees with ct_free. */
+CT_API CT_NODISCARD ct_status ct_verdict_json(const char *file, const ct_verdict *v, char **out);
+
 #ifdef __cplusplus
 }
 #endif

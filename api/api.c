@@ -1,0 +1,351 @@
+/* api: the composing layer behind ct_embed_file and ct_verify_file. Reads
+ * files (media), derives keys (keys), marks or detects on luma planes
+ * (watermark, verify) and writes the result atomically. */
+#include <errno.h>
+#include <libgen.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <jansson.h>
+#include <sodium.h>
+
+#include "core/core.h"
+#include "keys/keys.h"
+#include "media/media.h"
+#include "verify/vfy.h"
+#include "watermark/wm.h"
+
+typedef struct planes {
+    float *y, *up, *down, *wt;
+} planes;
+
+static void planes_free(planes *p)
+{
+    free(p->y);
+    free(p->up);
+    free(p->down);
+    free(p->wt);
+    memset(p, 0, sizeof *p);
+}
+
+static ct_status planes_of(ct_ctx *ctx, const med_image *img, bool rooms, planes *p)
+{
+    size_t n;
+    memset(p, 0, sizeof *p);
+    if (!ct_mul(&n, med_width(img), med_height(img))) {
+        return ct_fail(ctx, CT_ERR_LIMIT, "image too large");
+    }
+    p->y = ct_mallocarray(ctx, n, sizeof *p->y);
+    p->wt = ct_mallocarray(ctx, n, sizeof *p->wt);
+    if (rooms) {
+        p->up = ct_mallocarray(ctx, n, sizeof *p->up);
+        p->down = ct_mallocarray(ctx, n, sizeof *p->down);
+    }
+    if (p->y == NULL || p->wt == NULL || (rooms && (p->up == NULL || p->down == NULL))) {
+        planes_free(p);
+        return CT_ERR_NOMEM;
+    }
+    ct_status st = med_luma(ctx, img, p->y, p->up, p->down, p->wt);
+    if (st != CT_OK) {
+        planes_free(p);
+    }
+    return st;
+}
+
+/* A temporary name beside `path` with the same extension, so the writer
+ * picks the same format: dir/.name.XXXXXX.ext */
+static ct_status temp_beside(ct_ctx *ctx, const char *path, char **out)
+{
+    char *a = ct_strdup(ctx, path), *b = ct_strdup(ctx, path);
+    ct_status st = CT_OK;
+    *out = NULL;
+    if (a == NULL || b == NULL) {
+        st = CT_ERR_NOMEM;
+        goto done;
+    }
+    const char *dir = dirname(a), *base = basename(b);
+    const char *ext = strrchr(base, '.');
+    if (ext == NULL) {
+        ext = "";
+    }
+    size_t n = strlen(dir) + strlen(base) + strlen(ext) + 16;
+    char *t = ct_malloc(ctx, n);
+    if (t == NULL) {
+        st = CT_ERR_NOMEM;
+        goto done;
+    }
+    snprintf(t, n, "%s/.%s.XXXXXX%s", dir, base, ext);
+    int fd = mkstemps(t, (int)strlen(ext));
+    if (fd < 0) {
+        st = ct_fail(ctx, CT_ERR_IO, "%s: cannot create a file there: %s", path, strerror(errno));
+        free(t);
+        goto done;
+    }
+    close(fd);
+    *out = t;
+done:
+    free(a);
+    free(b);
+    return st;
+}
+
+static bool same_file(const char *a, const char *b)
+{
+    struct stat sa, sb;
+    if (stat(a, &sa) != 0 || stat(b, &sb) != 0) {
+        return false;
+    }
+    return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
+ct_status ct_embed_file(ct_ctx *ctx, const char *vendor, const char *input, const char *output,
+                        const ct_embed_opts *opts, ct_embed_result *out)
+{
+    ct_status st;
+    ct_vendor v;
+    med_image *img = NULL;
+    planes pl = {0};
+    float *delta = NULL;
+    char *tmp = NULL;
+    uint8_t sync_key[WM_KEYBYTES], vkey[WM_KEYBYTES];
+    double strength = opts != NULL && opts->strength > 0 ? opts->strength : 1.0;
+    med_write_opts wo = {opts != NULL ? opts->jpeg_quality : 0};
+
+    memset(out, 0, sizeof *out);
+    if (strength < 0.25 || strength > 4.0 || !isfinite(strength)) {
+        return ct_fail(ctx, CT_ERR_MISUSE, "strength must be between 0.25 and 4");
+    }
+    if (wo.jpeg_quality < 0 || wo.jpeg_quality > 100) {
+        return ct_fail(ctx, CT_ERR_MISUSE, "JPEG quality must be between 1 and 100");
+    }
+    if (strcmp(input, output) == 0 || same_file(input, output)) {
+        return ct_fail(ctx, CT_ERR_MISUSE, "%s: refusing to overwrite the original with its "
+                                           "marked copy", output);
+    }
+    st = ct_vendor_find(ctx, vendor, &v);
+    if (st != CT_OK) {
+        return st;
+    }
+    if (v.revoked_at != 0) {
+        return ct_fail(ctx, CT_ERR_MISUSE, "vendor '%s' is revoked and can no longer receive "
+                                           "assets", v.name);
+    }
+    st = key_derive_sync(ctx, sync_key);
+    if (st == CT_OK) {
+        st = key_derive_mark(ctx, v.id, v.epoch, vkey);
+    }
+    if (st != CT_OK) {
+        goto done;
+    }
+    st = med_read_file(ctx, input, &img);
+    if (st != CT_OK) {
+        goto done;
+    }
+    st = planes_of(ctx, img, true, &pl);
+    if (st != CT_OK) {
+        goto done;
+    }
+    uint32_t w = med_width(img), h = med_height(img);
+    delta = ct_mallocarray(ctx, (size_t)w * h, sizeof *delta);
+    if (delta == NULL) {
+        st = CT_ERR_NOMEM;
+        goto done;
+    }
+    wm_plane wp = {w, h, pl.y, pl.up, pl.down, pl.wt, med_depth(img) == 16};
+    wm_embed_params prm = {strength, randombytes_random()};
+    st = wm_embed(ctx, &wp, sync_key, vkey, &prm, delta);
+    if (st != CT_OK) {
+        goto done;
+    }
+    wm_quality(&wp, delta, &out->psnr, &out->ssim);
+    st = med_add_luma(ctx, img, delta);
+    if (st != CT_OK) {
+        goto done;
+    }
+    st = temp_beside(ctx, output, &tmp);
+    if (st != CT_OK) {
+        goto done;
+    }
+    st = med_write_file(ctx, img, tmp, &wo);
+    if (st != CT_OK) {
+        goto done;
+    }
+    if (rename(tmp, output) != 0) {
+        st = ct_fail(ctx, CT_ERR_IO, "%s: %s", output, strerror(errno));
+        goto done;
+    }
+    free(tmp);
+    tmp = NULL;
+    out->vendor_id = v.id;
+    memcpy(out->vendor, v.name, sizeof out->vendor);
+    out->serial = prm.serial;
+    out->width = w;
+    out->height = h;
+done:
+    if (tmp != NULL) {
+        unlink(tmp);
+        free(tmp);
+    }
+    sodium_memzero(sync_key, sizeof sync_key);
+    sodium_memzero(vkey, sizeof vkey);
+    med_image_free(img);
+    planes_free(&pl);
+    free(delta);
+    if (st != CT_OK) {
+        memset(out, 0, sizeof *out);
+    }
+    return st;
+}
+
+/* Every key a file of this studio can carry: each vendor at each epoch it
+ * has had, revoked vendors included (their files stay traceable). */
+static ct_status all_keys(ct_ctx *ctx, vfy_key **out, size_t *n, ct_vendor **vendors,
+                          size_t *nv)
+{
+    ct_status st;
+    vfy_key *keys = NULL;
+    size_t total = 0, k = 0;
+    *out = NULL;
+    *n = 0;
+    st = ct_vendor_list(ctx, vendors, nv);
+    if (st != CT_OK) {
+        return st;
+    }
+    for (size_t i = 0; i < *nv; i++) {
+        if (!ct_add(&total, total, (*vendors)[i].epoch)) {
+            return ct_fail(ctx, CT_ERR_LIMIT, "too many vendor keys");
+        }
+    }
+    if (total == 0) {
+        return CT_OK;
+    }
+    keys = sodium_allocarray(total, sizeof *keys);
+    if (keys == NULL) {
+        return ct_fail(ctx, CT_ERR_NOMEM, "out of memory for vendor keys");
+    }
+    for (size_t i = 0; i < *nv; i++) {
+        for (uint32_t e = 1; e <= (*vendors)[i].epoch; e++) {
+            keys[k].vendor_id = (*vendors)[i].id;
+            keys[k].epoch = e;
+            st = key_derive_mark(ctx, keys[k].vendor_id, e, keys[k].key);
+            if (st != CT_OK) {
+                sodium_free(keys);
+                return st;
+            }
+            k++;
+        }
+    }
+    *out = keys;
+    *n = k;
+    return CT_OK;
+}
+
+ct_status ct_verify_file(ct_ctx *ctx, const char *path, ct_verdict *out)
+{
+    ct_status st;
+    med_image *img = NULL;
+    planes pl = {0};
+    vfy_key *keys = NULL;
+    ct_vendor *vendors = NULL;
+    size_t nkeys = 0, nv = 0;
+    uint8_t sync_key[WM_KEYBYTES];
+    vfy_result res;
+
+    memset(out, 0, sizeof *out);
+    st = key_derive_sync(ctx, sync_key);
+    if (st != CT_OK) {
+        goto done;
+    }
+    st = all_keys(ctx, &keys, &nkeys, &vendors, &nv);
+    if (st != CT_OK) {
+        goto done;
+    }
+    st = med_read_file(ctx, path, &img);
+    if (st != CT_OK) {
+        goto done;
+    }
+    st = planes_of(ctx, img, false, &pl);
+    if (st != CT_OK) {
+        goto done;
+    }
+    out->width = med_width(img);
+    out->height = med_height(img);
+    vfy_input in = {out->width, out->height, pl.y, pl.wt};
+    st = vfy_detect(ctx, &in, sync_key, keys, nkeys, &res);
+    if (st != CT_OK) {
+        goto done;
+    }
+    out->false_positive_probability = res.false_positive_probability;
+    out->sync_z = res.sync_z;
+    out->period = res.period;
+    out->angle = res.angle;
+    out->mirrored = res.mirrored;
+    out->trials = res.trials;
+    for (int i = 0; i < res.nhits && out->nvendors < CT_MAX_COLLUDERS; i++) {
+        out->vendor_ids[out->nvendors] = res.hits[i].vendor_id;
+        out->serials[out->nvendors] = res.hits[i].serial;
+        out->nvendors++;
+    }
+    if (res.nhits > 0) {
+        out->identified = 1;
+        out->vendor_id = res.hits[0].vendor_id;
+        out->epoch = res.hits[0].epoch;
+        out->serial = res.hits[0].serial;
+        out->msg_z = res.hits[0].msg_z;
+        for (size_t i = 0; i < nv; i++) {
+            if (vendors[i].id == out->vendor_id) {
+                memcpy(out->vendor, vendors[i].name, sizeof out->vendor);
+            }
+        }
+    }
+done:
+    sodium_memzero(sync_key, sizeof sync_key);
+    if (keys != NULL) {
+        sodium_free(keys);
+    }
+    free(vendors);
+    med_image_free(img);
+    planes_free(&pl);
+    return st;
+}
+
+ct_status ct_verdict_json(const char *file, const ct_verdict *v, char **out)
+{
+    json_t *o = json_object();
+    json_t *all = json_array();
+    *out = NULL;
+    if (o == NULL || all == NULL) {
+        json_decref(o);
+        json_decref(all);
+        return CT_ERR_NOMEM;
+    }
+    json_object_set_new(o, "file", json_string(file));
+    json_object_set_new(o, "status", json_string(v->identified ? "identified" : "not_found"));
+    json_object_set_new(o, "vendor", v->identified ? json_string(v->vendor) : json_null());
+    json_object_set_new(o, "vendor_id",
+                        v->identified ? json_integer((json_int_t)v->vendor_id) : json_null());
+    json_object_set_new(o, "false_positive_probability",
+                        v->identified ? json_real(v->false_positive_probability) : json_null());
+    json_object_set_new(o, "serial",
+                        v->identified ? json_integer((json_int_t)v->serial) : json_null());
+    for (int i = 0; i < v->nvendors; i++) {
+        json_array_append_new(all, json_pack("{s:I, s:I}", "vendor_id",
+                                             (json_int_t)v->vendor_ids[i], "serial",
+                                             (json_int_t)v->serials[i]));
+    }
+    json_object_set_new(o, "marks", all);
+    json_object_set_new(o, "sync_z", json_real(round(v->sync_z * 100) / 100));
+    json_object_set_new(o, "payload_z", json_real(round(v->msg_z * 100) / 100));
+    json_object_set_new(o, "period_px", json_real(round(v->period * 100) / 100));
+    json_object_set_new(o, "angle_deg", json_real(round(v->angle * 100) / 100));
+    json_object_set_new(o, "mirrored", json_boolean(v->mirrored));
+    json_object_set_new(o, "trials", json_integer((json_int_t)v->trials));
+    json_object_set_new(o, "algorithm", json_integer(WM_ALGO_VERSION));
+    *out = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(6));
+    json_decref(o);
+    return *out == NULL ? CT_ERR_NOMEM : CT_OK;
+}

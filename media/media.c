@@ -1,0 +1,586 @@
+/* media: file reading, format dispatch, accessors and the luma view. */
+#include "media/med_int.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <libavutil/log.h>
+
+/* Whole files are decoded from memory (so med_read_mem and med_read_file
+ * share one path); this caps what a hostile or mistaken path can make us
+ * read. */
+#define MED_FILE_MAX ((size_t)2 << 30)
+
+ct_status med_check_size(ct_ctx *ctx, const char *name, uint64_t w, uint64_t h, unsigned channels,
+                         unsigned depth, size_t *bytes)
+{
+    /* w and h come from the file header: refuse before any multiplication
+     * can overflow and before any pixel buffer exists. */
+    if (w == 0 || h == 0) {
+        return ct_fail(ctx, CT_ERR_FORMAT, "%s: image has no pixels", name);
+    }
+    if (w > ctx->max_pixels || h > ctx->max_pixels || w * h > ctx->max_pixels) {
+        return ct_fail(ctx, CT_ERR_LIMIT, "%s: %llux%llu is too large (limit %llu pixels)", name,
+                       (unsigned long long)w, (unsigned long long)h,
+                       (unsigned long long)ctx->max_pixels);
+    }
+    if (w > SIZE_MAX || h > SIZE_MAX ||
+        !ct_mul3(bytes, (size_t)w, (size_t)h, (size_t)channels * (depth / 8u))) {
+        return ct_fail(ctx, CT_ERR_LIMIT, "%s: image size overflows", name);
+    }
+    return CT_OK;
+}
+
+ct_status med_alloc(ct_ctx *ctx, med_kind kind, med_image **out)
+{
+    med_image *img = ct_calloc(ctx, 1, sizeof *img);
+    *out = NULL;
+    if (img == NULL) {
+        return CT_ERR_NOMEM;
+    }
+    img->kind = kind;
+    img->depth = 8;
+    *out = img;
+    return CT_OK;
+}
+
+ct_status med_meta_add(ct_ctx *ctx, med_image *img, uint32_t id, int where, const uint8_t *data,
+                       size_t len)
+{
+    ct_status st = CT_OK;
+    uint8_t *copy = NULL;
+    med_meta_item *grown = NULL;
+    size_t n;
+
+    if (len > 0) {
+        copy = ct_malloc(ctx, len);
+        if (copy == NULL) {
+            st = CT_ERR_NOMEM;
+            goto done;
+        }
+        memcpy(copy, data, len);
+    }
+    if (!ct_add(&n, img->nmeta, 1) || !ct_mul(&n, n, sizeof *grown)) {
+        st = ct_fail(ctx, CT_ERR_LIMIT, "too many metadata blocks");
+        goto done;
+    }
+    grown = realloc(img->meta, n);
+    if (grown == NULL) {
+        st = ct_fail(ctx, CT_ERR_NOMEM, "out of memory (%zu bytes)", n);
+        goto done;
+    }
+    img->meta = grown;
+    img->meta[img->nmeta].id = id;
+    img->meta[img->nmeta].where = where;
+    img->meta[img->nmeta].len = len;
+    img->meta[img->nmeta].data = copy;
+    img->nmeta++;
+    copy = NULL;
+done:
+    free(copy);
+    return st;
+}
+
+void med_image_free(med_image *img)
+{
+    if (img == NULL) {
+        return;
+    }
+    for (size_t i = 0; i < img->nmeta; i++) {
+        free(img->meta[i].data);
+    }
+    free(img->meta);
+    free(img->icc);
+    free(img->pix);
+    free(img);
+}
+
+static bool is_png(const uint8_t *d, size_t n)
+{
+    static const uint8_t sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+    return n >= 8 && memcmp(d, sig, 8) == 0;
+}
+
+static bool is_jpeg(const uint8_t *d, size_t n)
+{
+    return n >= 3 && d[0] == 0xff && d[1] == 0xd8 && d[2] == 0xff;
+}
+
+ct_status med_read_mem(ct_ctx *ctx, const uint8_t *data, size_t size, const char *name,
+                       med_image **out)
+{
+    ct_status st;
+
+    *out = NULL;
+    if (name == NULL) {
+        name = "(memory)";
+    }
+    /* Magic bytes decide, never the extension: leaks get renamed. */
+    if (is_png(data, size)) {
+        st = med_png_read(ctx, data, size, name, out);
+    } else if (is_jpeg(data, size)) {
+        st = med_jpeg_read(ctx, data, size, name, out);
+    } else if (size == 0) {
+        st = ct_fail(ctx, CT_ERR_FORMAT, "%s: not an image celtrace can read (empty file)", name);
+    } else {
+        st = med_av_read(ctx, data, size, name, out);
+        if (st == CT_OK && *out == NULL) {
+            st = ct_fail(ctx, CT_ERR_FORMAT, "%s: not an image celtrace can read", name);
+        }
+    }
+    return st;
+}
+
+/* Read all of fd, up to MED_FILE_MAX bytes. Works for pipes too, so the
+ * size from fstat is only a first guess. */
+static ct_status read_all(ct_ctx *ctx, int fd, const char *path, uint8_t **out, size_t *outlen)
+{
+    ct_status st = CT_OK;
+    uint8_t *buf = NULL;
+    size_t cap = 0;
+    size_t len = 0;
+    struct stat sb;
+
+    *out = NULL;
+    *outlen = 0;
+    if (fstat(fd, &sb) != 0) {
+        st = ct_fail(ctx, CT_ERR_IO, "%s: %s", path, strerror(errno));
+        goto done;
+    }
+    if (S_ISDIR(sb.st_mode)) {
+        st = ct_fail(ctx, CT_ERR_IO, "%s: %s", path, strerror(EISDIR));
+        goto done;
+    }
+    if (S_ISREG(sb.st_mode) && sb.st_size > 0) {
+        if ((uint64_t)sb.st_size > MED_FILE_MAX) {
+            st = ct_fail(ctx, CT_ERR_LIMIT, "%s: file is too large (limit %zu bytes)", path,
+                         MED_FILE_MAX);
+            goto done;
+        }
+        cap = (size_t)sb.st_size + 1; /* +1 so EOF is seen without a regrow */
+    } else {
+        cap = 65536;
+    }
+    for (;;) {
+        if (len == cap) {
+            size_t ncap;
+            uint8_t *grown;
+            if (cap >= MED_FILE_MAX + 1 || !ct_mul(&ncap, cap, 2)) {
+                st = ct_fail(ctx, CT_ERR_LIMIT, "%s: file is too large (limit %zu bytes)", path,
+                             MED_FILE_MAX);
+                goto done;
+            }
+            if (ncap > MED_FILE_MAX + 1) {
+                ncap = MED_FILE_MAX + 1;
+            }
+            grown = realloc(buf, ncap);
+            if (grown == NULL) {
+                st = ct_fail(ctx, CT_ERR_NOMEM, "%s: out of memory reading the file", path);
+                goto done;
+            }
+            buf = grown;
+            cap = ncap;
+        }
+        if (buf == NULL) {
+            buf = ct_malloc(ctx, cap);
+            if (buf == NULL) {
+                st = CT_ERR_NOMEM;
+                goto done;
+            }
+        }
+        ssize_t r = read(fd, buf + len, cap - len);
+        if (r < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            st = ct_fail(ctx, CT_ERR_IO, "%s: %s", path, strerror(errno));
+            goto done;
+        }
+        if (r == 0) {
+            break;
+        }
+        len += (size_t)r;
+        if (len > MED_FILE_MAX) {
+            st = ct_fail(ctx, CT_ERR_LIMIT, "%s: file is too large (limit %zu bytes)", path,
+                         MED_FILE_MAX);
+            goto done;
+        }
+    }
+    *out = buf;
+    *outlen = len;
+    buf = NULL;
+done:
+    free(buf);
+    return st;
+}
+
+ct_status med_read_file(ct_ctx *ctx, const char *path, med_image **out)
+{
+    ct_status st;
+    uint8_t *data = NULL;
+    size_t n = 0;
+    int fd;
+
+    *out = NULL;
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        st = ct_fail(ctx, CT_ERR_IO, "%s: %s", path, strerror(errno));
+        goto done;
+    }
+    st = read_all(ctx, fd, path, &data, &n);
+    close(fd);
+    if (st != CT_OK) {
+        goto done;
+    }
+    st = med_read_mem(ctx, data, n, path, out);
+done:
+    free(data);
+    return st;
+}
+
+static bool ext_is(const char *path, const char *ext)
+{
+    size_t n = strlen(path);
+    size_t e = strlen(ext);
+    return n > e && strcasecmp(path + n - e, ext) == 0;
+}
+
+ct_status med_write_file(ct_ctx *ctx, const med_image *img, const char *path,
+                         const med_write_opts *opts)
+{
+    int q = opts != NULL ? opts->jpeg_quality : 0;
+
+    if (img == NULL || img->pix == NULL || path == NULL) {
+        return ct_fail(ctx, CT_ERR_MISUSE, "med_write_file: no image or path");
+    }
+    if (ext_is(path, ".png")) {
+        return med_png_write(ctx, img, path);
+    }
+    if (ext_is(path, ".jpg") || ext_is(path, ".jpeg")) {
+        if (q < 0 || q > 100) {
+            return ct_fail(ctx, CT_ERR_MISUSE, "%s: JPEG quality %d is not in 1..100", path, q);
+        }
+        if (q == 0) {
+            q = img->kind == MED_KIND_JPEG && img->jpeg_quality > 0 ? img->jpeg_quality : 75;
+        }
+        return med_jpeg_write(ctx, img, path, q);
+    }
+    return ct_fail(ctx, CT_ERR_MISUSE, "%s: can only write .png, .jpg or .jpeg", path);
+}
+
+uint32_t med_width(const med_image *img)
+{
+    return img->w;
+}
+
+uint32_t med_height(const med_image *img)
+{
+    return img->h;
+}
+
+med_kind med_image_kind(const med_image *img)
+{
+    return img->kind;
+}
+
+unsigned med_channels(const med_image *img)
+{
+    return img->channels;
+}
+
+unsigned med_depth(const med_image *img)
+{
+    return img->depth;
+}
+
+const void *med_pixels(const med_image *img)
+{
+    return img->pix;
+}
+
+void *med_pixels_mut(med_image *img)
+{
+    return img->pix;
+}
+
+void med_get_info(const med_image *img, med_info *info)
+{
+    memset(info, 0, sizeof *info);
+    info->kind = img->kind;
+    info->width = img->w;
+    info->height = img->h;
+    info->channels = img->channels;
+    info->depth = img->depth;
+    info->png_palette = img->png_palette ? 1 : 0;
+    if (img->kind == MED_KIND_JPEG) {
+        info->jpeg_quality = img->jpeg_quality;
+        info->jpeg_progressive = img->jpeg_progressive ? 1 : 0;
+        info->jpeg_components = img->jpeg_ncomp;
+        for (int c = 0; c < 3 && c < img->jpeg_ncomp; c++) {
+            info->jpeg_h[c] = img->jpeg_h[c];
+            info->jpeg_v[c] = img->jpeg_v[c];
+        }
+    }
+}
+
+size_t med_meta_count(const med_image *img)
+{
+    return img->nmeta;
+}
+
+const uint8_t *med_meta_get(const med_image *img, size_t i, uint32_t *id, size_t *len)
+{
+    if (i >= img->nmeta) {
+        *id = 0;
+        *len = 0;
+        return NULL;
+    }
+    *id = img->meta[i].id;
+    *len = img->meta[i].len;
+    return img->meta[i].data;
+}
+
+ct_status med_image_new(ct_ctx *ctx, uint32_t w, uint32_t h, unsigned channels, unsigned depth,
+                        med_image **out)
+{
+    ct_status st;
+    med_image *img = NULL;
+    size_t bytes;
+
+    *out = NULL;
+    if (channels < 1 || channels > 4 || (depth != 8 && depth != 16)) {
+        st = ct_fail(ctx, CT_ERR_MISUSE, "med_image_new: %u channels at %u bits", channels, depth);
+        goto done;
+    }
+    st = med_check_size(ctx, "(new image)", w, h, channels, depth, &bytes);
+    if (st != CT_OK) {
+        goto done;
+    }
+    st = med_alloc(ctx, MED_KIND_PNG, &img);
+    if (st != CT_OK) {
+        goto done;
+    }
+    img->pix = ct_calloc(ctx, 1, bytes);
+    if (img->pix == NULL) {
+        st = CT_ERR_NOMEM;
+        goto done;
+    }
+    img->w = w;
+    img->h = h;
+    img->channels = channels;
+    img->depth = depth;
+    *out = img;
+    img = NULL;
+done:
+    med_image_free(img);
+    return st;
+}
+
+ct_status med_image_clone(ct_ctx *ctx, const med_image *src, med_image **out)
+{
+    ct_status st = CT_OK;
+    med_image *img = NULL;
+    size_t bytes;
+
+    *out = NULL;
+    if (!ct_mul3(&bytes, src->w, src->h, (size_t)src->channels * (src->depth / 8u))) {
+        st = ct_fail(ctx, CT_ERR_LIMIT, "image size overflows");
+        goto done;
+    }
+    img = ct_calloc(ctx, 1, sizeof *img);
+    if (img == NULL) {
+        st = CT_ERR_NOMEM;
+        goto done;
+    }
+    *img = *src;
+    img->pix = NULL;
+    img->icc = NULL;
+    img->meta = NULL;
+    img->nmeta = 0;
+    img->pix = ct_malloc(ctx, bytes);
+    if (img->pix == NULL) {
+        st = CT_ERR_NOMEM;
+        goto done;
+    }
+    memcpy(img->pix, src->pix, bytes);
+    if (src->icc != NULL) {
+        img->icc = ct_malloc(ctx, src->icc_len);
+        if (img->icc == NULL) {
+            st = CT_ERR_NOMEM;
+            goto done;
+        }
+        memcpy(img->icc, src->icc, src->icc_len);
+    }
+    for (size_t i = 0; i < src->nmeta; i++) {
+        const med_meta_item *m = &src->meta[i];
+        st = med_meta_add(ctx, img, m->id, m->where, m->data, m->len);
+        if (st != CT_OK) {
+            goto done;
+        }
+    }
+    *out = img;
+    img = NULL;
+done:
+    med_image_free(img);
+    return st;
+}
+
+void med_libav_quiet(void)
+{
+    av_log_set_level(AV_LOG_QUIET);
+}
+
+/* ---- luma view ----------------------------------------------------------- */
+
+/* The loops below are hot (every frame of a video goes through them), so
+ * each is written once as an always-inline body and instantiated per
+ * channel count and depth: the compiler then drops the per-pixel branches
+ * and vectorises. T is uint8_t or uint16_t. */
+#define LUMA_BODY(T, ch, maxv, scale)                                                          \
+    do {                                                                                       \
+        const T *p = img->pix;                                                                 \
+        const bool color_ = (ch) >= 3;                                                         \
+        const bool alpha_ = (ch) == 2 || (ch) == 4;                                            \
+        for (size_t i = 0; i < n; i++, p += (ch)) {                                            \
+            const unsigned r = p[0];                                                           \
+            const unsigned g = color_ ? p[1] : r;                                              \
+            const unsigned b = color_ ? p[2] : r;                                              \
+            unsigned hi = r > g ? r : g;                                                       \
+            unsigned lo = r < g ? r : g;                                                       \
+            hi = hi > b ? hi : b;                                                              \
+            lo = lo < b ? lo : b;                                                              \
+            y[i] = (color_ ? 0.299f * (float)r + 0.587f * (float)g + 0.114f * (float)b         \
+                           : (float)r) *                                                       \
+                   (scale);                                                                    \
+            if (room_up != NULL) {                                                             \
+                room_up[i] = (float)((maxv)-hi) * (scale);                                     \
+            }                                                                                  \
+            if (room_down != NULL) {                                                           \
+                room_down[i] = (float)lo * (scale);                                            \
+            }                                                                                  \
+            if (weight != NULL) {                                                              \
+                weight[i] = alpha_ ? (float)p[(ch)-1] * (1.0f / (float)(maxv)) : 1.0f;         \
+            }                                                                                  \
+        }                                                                                      \
+    } while (0)
+
+ct_status med_luma(ct_ctx *ctx, const med_image *img, float *y, float *room_up, float *room_down,
+                   float *weight)
+{
+    size_t n;
+
+    if (img == NULL || y == NULL || img->pix == NULL) {
+        return ct_fail(ctx, CT_ERR_MISUSE, "med_luma: no image or output");
+    }
+    if (!ct_mul(&n, img->w, img->h)) {
+        return ct_fail(ctx, CT_ERR_LIMIT, "med_luma: image size overflows");
+    }
+    /* 16-bit samples are brought to 8-bit levels (1/257) so the mark's
+     * strength means the same thing at both depths. */
+    const unsigned key = img->channels * 100u + img->depth;
+    switch (key) {
+    case 108:
+        LUMA_BODY(uint8_t, 1, 255u, 1.0f);
+        break;
+    case 208:
+        LUMA_BODY(uint8_t, 2, 255u, 1.0f);
+        break;
+    case 308:
+        LUMA_BODY(uint8_t, 3, 255u, 1.0f);
+        break;
+    case 408:
+        LUMA_BODY(uint8_t, 4, 255u, 1.0f);
+        break;
+    case 116:
+        LUMA_BODY(uint16_t, 1, 65535u, 1.0f / 257.0f);
+        break;
+    case 216:
+        LUMA_BODY(uint16_t, 2, 65535u, 1.0f / 257.0f);
+        break;
+    case 316:
+        LUMA_BODY(uint16_t, 3, 65535u, 1.0f / 257.0f);
+        break;
+    case 416:
+        LUMA_BODY(uint16_t, 4, 65535u, 1.0f / 257.0f);
+        break;
+    default:
+        return ct_fail(ctx, CT_ERR_MISUSE, "med_luma: %u channels at %u bits", img->channels,
+                       img->depth);
+    }
+    return CT_OK;
+}
+
+/* delta (already in sample units) to the nearest int, halves away from
+ * zero, without UB: NaN becomes 0 and huge values saturate (which clips
+ * the same way). */
+static inline int round_delta(float d)
+{
+    if (!(d > -1048576.0f && d < 1048576.0f)) {
+        return d > 0.0f ? 1048576 : (d < 0.0f ? -1048576 : 0);
+    }
+    return (int)(d + (d < 0.0f ? -0.5f : 0.5f));
+}
+
+#define ADD_BODY(T, ch, maxv, mul)                                                             \
+    do {                                                                                       \
+        T *p = img->pix;                                                                       \
+        const unsigned ncol_ = (ch) >= 3 ? 3u : 1u; /* alpha is never touched */              \
+        for (size_t i = 0; i < n; i++, p += (ch)) {                                            \
+            const int d = round_delta(delta[i] * (mul));                                       \
+            for (unsigned c = 0; c < ncol_; c++) {                                             \
+                int v = (int)p[c] + d;                                                         \
+                v = v < 0 ? 0 : v;                                                             \
+                v = v > (int)(maxv) ? (int)(maxv) : v;                                         \
+                p[c] = (T)v;                                                                   \
+            }                                                                                  \
+        }                                                                                      \
+    } while (0)
+
+ct_status med_add_luma(ct_ctx *ctx, med_image *img, const float *delta)
+{
+    size_t n;
+
+    if (img == NULL || delta == NULL || img->pix == NULL) {
+        return ct_fail(ctx, CT_ERR_MISUSE, "med_add_luma: no image or delta");
+    }
+    if (!ct_mul(&n, img->w, img->h)) {
+        return ct_fail(ctx, CT_ERR_LIMIT, "med_add_luma: image size overflows");
+    }
+    const unsigned key = img->channels * 100u + img->depth;
+    switch (key) {
+    case 108:
+        ADD_BODY(uint8_t, 1, 255u, 1.0f);
+        break;
+    case 208:
+        ADD_BODY(uint8_t, 2, 255u, 1.0f);
+        break;
+    case 308:
+        ADD_BODY(uint8_t, 3, 255u, 1.0f);
+        break;
+    case 408:
+        ADD_BODY(uint8_t, 4, 255u, 1.0f);
+        break;
+    case 116:
+        ADD_BODY(uint16_t, 1, 65535u, 257.0f);
+        break;
+    case 216:
+        ADD_BODY(uint16_t, 2, 65535u, 257.0f);
+        break;
+    case 316:
+        ADD_BODY(uint16_t, 3, 65535u, 257.0f);
+        break;
+    case 416:
+        ADD_BODY(uint16_t, 4, 65535u, 257.0f);
+        break;
+    default:
+        return ct_fail(ctx, CT_ERR_MISUSE, "med_add_luma: %u channels at %u bits",
+                       img->channels, img->depth);
+    }
+    return CT_OK;
+}

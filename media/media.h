@@ -1,0 +1,111 @@
+/* media: image files <-> pixel buffers (libpng, libjpeg-turbo, and libav*
+ * for the still formats verify also reads). media never calls the mark. */
+#ifndef CT_MEDIA_H
+#define CT_MEDIA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/core.h"
+
+typedef enum med_kind {
+    MED_KIND_PNG = 1,
+    MED_KIND_JPEG = 2,
+    MED_KIND_OTHER = 3 /* decoded through libavcodec (WebP, TIFF, BMP, GIF...): read only */
+} med_kind;
+
+typedef struct med_image med_image; /* opaque; see media.c */
+
+/* Read an image file. Refuses images over ctx->max_pixels (CT_ERR_LIMIT)
+ * before allocating pixels; corrupt/truncated/unsupported: CT_ERR_FORMAT;
+ * missing/unreadable: CT_ERR_IO. Caller frees *out with med_image_free. */
+ct_status med_read_file(ct_ctx *ctx, const char *path, med_image **out);
+
+/* Same from memory (used by the fuzz harness and tests). */
+ct_status med_read_mem(ct_ctx *ctx, const uint8_t *data, size_t size, const char *name,
+                       med_image **out);
+
+void med_image_free(med_image *img);
+
+typedef struct med_write_opts {
+    int jpeg_quality; /* 1..100, or 0 = follow the input's quantisation tables (75 if not a JPEG) */
+} med_write_opts;
+
+/* Write img to path; the format comes from the extension (.png, .jpg, .jpeg,
+ * case-insensitive; anything else is CT_ERR_MISUSE). Keeps what the input
+ * carried where the output format can hold it (PNG ancillary chunks, JPEG
+ * APP/COM segments, chroma subsampling, progressive, bit depth, alpha).
+ * Writes path itself: callers that need atomicity pass a temporary path. */
+ct_status med_write_file(ct_ctx *ctx, const med_image *img, const char *path,
+                         const med_write_opts *opts);
+
+uint32_t med_width(const med_image *img);
+uint32_t med_height(const med_image *img);
+med_kind med_image_kind(const med_image *img);
+
+/* Luminance view for the mark, all planes width*height floats, row-major:
+ *   y      BT.601 luma (0.299 R + 0.587 G + 0.114 B) in 8-bit levels 0..255
+ *          (16-bit input scaled by 1/257; gray input: the gray value)
+ *   room_up, room_down  how far (8-bit levels) the luma of the pixel can be
+ *          raised / lowered by adding the same amount to every colour channel
+ *          before any channel clips (255 - max channel, min channel)
+ *   weight visibility 0..1: alpha/max, or 1 without alpha
+ * Any of the out pointers except y may be NULL. */
+ct_status med_luma(ct_ctx *ctx, const med_image *img, float *y, float *room_up, float *room_down,
+                   float *weight);
+
+/* Add delta[i] (8-bit luma levels) to every colour channel of pixel i,
+ * clipping to the channel range; alpha is never touched. 8-bit images
+ * round delta to the nearest integer (callers pass integers to be exact);
+ * 16-bit images add round(delta*257). */
+ct_status med_add_luma(ct_ctx *ctx, med_image *img, const float *delta);
+
+/* ---- added for tests and the api layer ---------------------------------- */
+
+/* What the input carried, for tests and for callers that report it. */
+typedef struct med_info {
+    med_kind kind;
+    uint32_t width, height;
+    unsigned channels;     /* 1 gray, 2 gray+alpha, 3 RGB, 4 RGBA */
+    unsigned depth;        /* 8 or 16 bits per sample */
+    int png_palette;       /* 1 if the PNG input was a palette image */
+    int jpeg_quality;      /* JPEG input: estimated IJG quality 1..100, else 0 */
+    int jpeg_progressive;  /* JPEG input: 1 if progressive */
+    int jpeg_components;   /* JPEG input: 1 or 3, else 0 */
+    int jpeg_h[3], jpeg_v[3]; /* JPEG input: sampling factors per component */
+} med_info;
+
+void med_get_info(const med_image *img, med_info *info);
+unsigned med_channels(const med_image *img);
+unsigned med_depth(const med_image *img);
+
+/* Samples, interleaved, rows packed without padding: uint8_t for depth 8,
+ * uint16_t in host byte order for depth 16. Borrowed from img. */
+const void *med_pixels(const med_image *img);
+void *med_pixels_mut(med_image *img);
+
+/* A blank (all samples 0) image of kind MED_KIND_PNG; channels 1..4, depth
+ * 8 or 16. CT_ERR_MISUSE for other shapes, CT_ERR_LIMIT over
+ * ctx->max_pixels, CT_ERR_NOMEM. Caller frees with med_image_free. */
+ct_status med_image_new(ct_ctx *ctx, uint32_t w, uint32_t h, unsigned channels, unsigned depth,
+                        med_image **out);
+
+/* Deep copy, metadata included. Caller frees with med_image_free. */
+ct_status med_image_clone(ct_ctx *ctx, const med_image *img, med_image **out);
+
+/* Metadata blocks kept for writing: PNG ancillary chunks (id = chunk type,
+ * MED_ID('t','E','X','t')), JPEG APPn/COM segments (id = marker code,
+ * 0xE0..0xEF or 0xFE). med_meta_get returns NULL past the end; the data
+ * is borrowed from img (may be NULL when *len is 0). */
+#define MED_ID(a, b, c, d) \
+    (((uint32_t)(a) << 24) | ((uint32_t)(b) << 16) | ((uint32_t)(c) << 8) | (uint32_t)(d))
+size_t med_meta_count(const med_image *img);
+const uint8_t *med_meta_get(const med_image *img, size_t i, uint32_t *id, size_t *len);
+
+/* PROCESS-GLOBAL: silence libav*'s log output (it writes to stderr about
+ * corrupt input, which breaks the CLI's one-line contract). libav has no
+ * per-context log level, so this is left to the program (or api layer)
+ * to call once; media never calls it itself. */
+void med_libav_quiet(void);
+
+#endif /* CT_MEDIA_H */

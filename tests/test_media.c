@@ -1,0 +1,869 @@
+/* media: decode/encode round trips, metadata, limits, hostile input, and
+ * the exact numbers of the luma view. */
+#include "media/media.h"
+#include "testutil.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static char g_tmp[4096]; /* per-run temp dir (set once in main) */
+
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+static const char *tmp_path(const char *name)
+{
+    static char buf[4400];
+    snprintf(buf, sizeof buf, "%.4095s/%.200s", g_tmp, name);
+    return buf;
+}
+
+static uint8_t *slurp(const char *path, size_t *n)
+{
+    FILE *f = fopen(path, "rb");
+    uint8_t *buf = NULL;
+    long len = -1;
+    *n = 0;
+    if (f == NULL) {
+        return NULL;
+    }
+    if (fseek(f, 0, SEEK_END) == 0) {
+        len = ftell(f);
+    }
+    if (len >= 0 && fseek(f, 0, SEEK_SET) == 0) {
+        buf = malloc((size_t)len + 1);
+        if (buf != NULL && fread(buf, 1, (size_t)len, f) == (size_t)len) {
+            *n = (size_t)len;
+        } else {
+            free(buf);
+            buf = NULL;
+        }
+    }
+    fclose(f);
+    return buf;
+}
+
+static int run(const char *cmd)
+{
+    int rc = system(cmd);
+    if (rc != 0) {
+        fprintf(stderr, "command failed (%d): %s\n", rc, cmd);
+    }
+    return rc;
+}
+
+static size_t pix_bytes(const med_image *img)
+{
+    return (size_t)med_width(img) * med_height(img) * med_channels(img) * (med_depth(img) / 8);
+}
+
+static int same_pixels(const med_image *a, const med_image *b)
+{
+    return med_width(a) == med_width(b) && med_height(a) == med_height(b) &&
+           med_channels(a) == med_channels(b) && med_depth(a) == med_depth(b) &&
+           memcmp(med_pixels(a), med_pixels(b), pix_bytes(a)) == 0;
+}
+
+static int same_meta(const med_image *a, const med_image *b)
+{
+    if (med_meta_count(a) != med_meta_count(b)) {
+        return 0;
+    }
+    for (size_t i = 0; i < med_meta_count(a); i++) {
+        uint32_t ia, ib;
+        size_t la, lb;
+        const uint8_t *da = med_meta_get(a, i, &ia, &la);
+        const uint8_t *db = med_meta_get(b, i, &ib, &lb);
+        if (ia != ib || la != lb || (la > 0 && memcmp(da, db, la) != 0)) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static size_t count_meta(const med_image *img, uint32_t id)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < med_meta_count(img); i++) {
+        uint32_t got;
+        size_t len;
+        (void)med_meta_get(img, i, &got, &len);
+        k += got == id;
+    }
+    return k;
+}
+
+/* Mean squared error over 8-bit samples. */
+static double mse8(const med_image *a, const med_image *b)
+{
+    const uint8_t *p = med_pixels(a);
+    const uint8_t *q = med_pixels(b);
+    size_t n = pix_bytes(a);
+    double s = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = (double)p[i] - q[i];
+        s += d * d;
+    }
+    return s / (double)n;
+}
+
+static uint32_t crc32_png(const uint8_t *p, size_t n)
+{
+    uint32_t c = 0xffffffffu;
+    for (size_t i = 0; i < n; i++) {
+        c ^= p[i];
+        for (int k = 0; k < 8; k++) {
+            c = (c >> 1) ^ (0xedb88320u & (0u - (c & 1u)));
+        }
+    }
+    return c ^ 0xffffffffu;
+}
+
+static void put32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)(v >> 24);
+    p[1] = (uint8_t)(v >> 16);
+    p[2] = (uint8_t)(v >> 8);
+    p[3] = (uint8_t)v;
+}
+
+static const char *png_samples[] = {
+    "images/bg_backdrop_1920x1080.png",      "images/bg_garden_16bit_1920x1080.png",
+    "images/bg_twowings_chunks_1920x1080.png", "images/cel_headmo_rgba_640x480.png",
+    "images/cel_kid_rgba_1920x1080.png",     "images/cel_pirates_palette_1920x1080.png",
+    "images/cel_wolf_rgba_1920x1080.png",    "images/lineart_car2_graya_1920x1080.png",
+    "images/lineart_nagasaki_3840x2160.png", "images/sketch_eagle_gray_1920x1080.png",
+};
+
+static void test_png_roundtrip(ct_ctx *ctx)
+{
+    static const unsigned want_ch[] = {3, 3, 3, 4, 4, 4, 4, 2, 3, 1};
+    for (size_t i = 0; i < sizeof png_samples / sizeof png_samples[0]; i++) {
+        med_image *a = NULL, *b = NULL;
+        const char *out = tmp_path("rt.png");
+        double t0 = now_ms();
+        CHECK_ST(med_read_file(ctx, tu_sample(png_samples[i]), &a), CT_OK);
+        double t1 = now_ms();
+        if (a == NULL) {
+            continue;
+        }
+        CHECK(med_image_kind(a) == MED_KIND_PNG);
+        CHECK(med_channels(a) == want_ch[i]);
+        CHECK_ST(med_write_file(ctx, a, out, NULL), CT_OK);
+        double t2 = now_ms();
+        CHECK_ST(med_read_file(ctx, out, &b), CT_OK);
+        if (b != NULL) {
+            /* Pixels, alpha included, bit for bit; and the kept chunks. */
+            CHECK(same_pixels(a, b));
+            CHECK(same_meta(a, b));
+        }
+        printf("  %-45s read %6.1f ms  write %6.1f ms\n", png_samples[i], t1 - t0, t2 - t1);
+        med_image_free(a);
+        med_image_free(b);
+    }
+}
+
+static void test_png_chunks(ct_ctx *ctx)
+{
+    med_image *a = NULL, *b = NULL;
+    const char *out = tmp_path("chunks.png");
+    CHECK_ST(med_read_file(ctx, tu_sample("images/bg_twowings_chunks_1920x1080.png"), &a), CT_OK);
+    if (a == NULL) {
+        return;
+    }
+    CHECK(count_meta(a, MED_ID('t', 'E', 'X', 't')) == 3);
+    CHECK(count_meta(a, MED_ID('i', 'C', 'C', 'P')) == 1);
+    CHECK(count_meta(a, MED_ID('p', 'H', 'Y', 's')) == 1);
+    CHECK(count_meta(a, MED_ID('c', 'H', 'R', 'M')) == 1);
+    CHECK(count_meta(a, MED_ID('b', 'K', 'G', 'D')) == 1);
+    CHECK_ST(med_write_file(ctx, a, out, NULL), CT_OK);
+    CHECK_ST(med_read_file(ctx, out, &b), CT_OK);
+    if (b != NULL) {
+        CHECK(same_meta(a, b));
+        CHECK(count_meta(b, MED_ID('t', 'E', 'X', 't')) == 3);
+    }
+    /* An independent reader agrees the chunks are there and well formed. */
+    char cmd[13000];
+    snprintf(cmd, sizeof cmd,
+             "/usr/bin/identify -verbose '%s' 2>/dev/null | grep -q 'Author' && "
+             "/usr/bin/identify -verbose '%s' 2>/dev/null | grep -qi 'icc'",
+             out, out);
+    CHECK(run(cmd) == 0);
+    med_image_free(a);
+    med_image_free(b);
+}
+
+static void test_png_16bit(ct_ctx *ctx)
+{
+    med_image *a = NULL;
+    size_t n = 0;
+    const char *out = tmp_path("16.png");
+    CHECK_ST(med_read_file(ctx, tu_sample("images/bg_garden_16bit_1920x1080.png"), &a), CT_OK);
+    if (a == NULL) {
+        return;
+    }
+    CHECK(med_depth(a) == 16);
+    /* The low bytes are real, so a depth reduction would show. */
+    const uint16_t *p = med_pixels(a);
+    size_t odd = 0;
+    for (size_t i = 0; i < 10000; i++) {
+        odd += (p[i] % 257) != 0;
+    }
+    CHECK(odd > 100);
+    CHECK_ST(med_write_file(ctx, a, out, NULL), CT_OK);
+    uint8_t *raw = slurp(out, &n);
+    CHECK(raw != NULL && n > 33 && raw[24] == 16 && raw[25] == 2);
+    free(raw);
+    med_image_free(a);
+}
+
+static void test_png_palette(ct_ctx *ctx)
+{
+    med_image *a = NULL, *b = NULL;
+    uint8_t *ref = NULL;
+    size_t n = 0;
+    char out[4400];
+    snprintf(out, sizeof out, "%s", tmp_path("pal.png"));
+    const char *in = tu_sample("images/cel_pirates_palette_1920x1080.png");
+    med_info info;
+    CHECK_ST(med_read_file(ctx, in, &a), CT_OK);
+    if (a == NULL) {
+        return;
+    }
+    med_get_info(a, &info);
+    CHECK(info.png_palette == 1 && info.channels == 4 && info.depth == 8);
+    /* Visible pixels equal ImageMagick's own expansion of the palette. */
+    char cmd[13000];
+    snprintf(cmd, sizeof cmd, "/usr/bin/convert '%s' -depth 8 rgba:'%s'", in,
+             tmp_path("pal.rgba"));
+    CHECK(run(cmd) == 0);
+    ref = slurp(tmp_path("pal.rgba"), &n);
+    CHECK(ref != NULL && n == pix_bytes(a) && memcmp(ref, med_pixels(a), n) == 0);
+    CHECK_ST(med_write_file(ctx, a, out, NULL), CT_OK);
+    uint8_t *raw = slurp(out, &n);
+    CHECK(raw != NULL && n > 33 && raw[24] == 8 && raw[25] == 6); /* 8-bit RGBA */
+    free(raw);
+    CHECK_ST(med_read_file(ctx, out, &b), CT_OK);
+    if (b != NULL) {
+        CHECK(same_pixels(a, b));
+    }
+    free(ref);
+    med_image_free(a);
+    med_image_free(b);
+}
+
+static int count_jfif(const uint8_t *d, size_t n)
+{
+    int k = 0;
+    for (size_t i = 0; i + 9 < n; i++) {
+        if (d[i] == 0xff && d[i + 1] == 0xe0 && memcmp(d + i + 4, "JFIF", 5) == 0) {
+            k++;
+        }
+    }
+    return k;
+}
+
+static void test_jpeg(ct_ctx *ctx)
+{
+    med_image *a = NULL, *b = NULL, *c = NULL;
+    med_info ia, ib;
+    const char *out = tmp_path("dune.jpg");
+    size_t n = 0;
+
+    CHECK_ST(med_read_file(ctx, tu_sample("images/bg_dune_q90_420_icc_1920x1080.jpg"), &a),
+             CT_OK);
+    if (a == NULL) {
+        return;
+    }
+    med_get_info(a, &ia);
+    CHECK(ia.kind == MED_KIND_JPEG && ia.width == 1920 && ia.height == 1080 && ia.channels == 3);
+    CHECK(ia.jpeg_quality == 90);
+    CHECK(ia.jpeg_progressive == 0 && ia.jpeg_components == 3);
+    CHECK(ia.jpeg_h[0] == 2 && ia.jpeg_v[0] == 2 && ia.jpeg_h[1] == 1 && ia.jpeg_v[1] == 1 &&
+          ia.jpeg_h[2] == 1 && ia.jpeg_v[2] == 1);
+    CHECK(count_meta(a, 0xE2) == 1 && count_meta(a, 0xFE) == 1);
+    CHECK(count_meta(a, 0xE0) == 0); /* JFIF is rewritten by libjpeg, not copied */
+    CHECK_ST(med_write_file(ctx, a, out, NULL), CT_OK);
+    CHECK_ST(med_read_file(ctx, out, &b), CT_OK);
+    if (b != NULL) {
+        med_get_info(b, &ib);
+        CHECK(ib.width == ia.width && ib.height == ia.height && ib.channels == 3);
+        CHECK(ib.jpeg_quality == 90);
+        CHECK(memcmp(ia.jpeg_h, ib.jpeg_h, sizeof ia.jpeg_h) == 0 &&
+              memcmp(ia.jpeg_v, ib.jpeg_v, sizeof ia.jpeg_v) == 0);
+        CHECK(ib.jpeg_progressive == 0);
+        CHECK(same_meta(a, b));
+        double m = mse8(a, b);
+        CHECK(m < 4.0); /* re-encoding at the same tables loses little */
+        printf("  dune re-encode MSE %.3f\n", m);
+    }
+    uint8_t *raw = slurp(out, &n);
+    CHECK(raw != NULL && count_jfif(raw, n) == 1);
+    free(raw);
+
+    /* Explicit quality wins over the estimate. */
+    med_write_opts o = {.jpeg_quality = 50};
+    CHECK_ST(med_write_file(ctx, a, tmp_path("dune50.jpeg"), &o), CT_OK);
+    CHECK_ST(med_read_file(ctx, tmp_path("dune50.jpeg"), &c), CT_OK);
+    if (c != NULL) {
+        med_get_info(c, &ib);
+        CHECK(ib.jpeg_quality == 50);
+    }
+    o.jpeg_quality = 101;
+    CHECK_ST(med_write_file(ctx, a, tmp_path("bad.jpg"), &o), CT_ERR_MISUSE);
+    med_image_free(a);
+    med_image_free(b);
+    med_image_free(c);
+}
+
+static void test_jpeg_gray_progressive(ct_ctx *ctx)
+{
+    med_image *a = NULL, *b = NULL;
+    med_info ia, ib;
+    const char *out = tmp_path("wood.jpg");
+    CHECK_ST(med_read_file(ctx,
+                           tu_sample("images/sketch_woodpecker_gray_progressive_1920x1080.jpg"),
+                           &a),
+             CT_OK);
+    if (a == NULL) {
+        return;
+    }
+    med_get_info(a, &ia);
+    CHECK(ia.channels == 1 && ia.jpeg_components == 1 && ia.jpeg_progressive == 1);
+    CHECK(ia.jpeg_quality == 92);
+    CHECK_ST(med_write_file(ctx, a, out, NULL), CT_OK);
+    CHECK_ST(med_read_file(ctx, out, &b), CT_OK);
+    if (b != NULL) {
+        med_get_info(b, &ib);
+        CHECK(ib.channels == 1 && ib.jpeg_progressive == 1 && ib.jpeg_quality == 92);
+        CHECK(ib.width == 1920 && ib.height == 1080);
+        CHECK(mse8(a, b) < 4.0);
+    }
+    med_image_free(a);
+    med_image_free(b);
+}
+
+/* EXIF and XMP (APP1) have no sample: splice them into a copy of dune. */
+static void test_jpeg_app1(ct_ctx *ctx)
+{
+    size_t n = 0;
+    uint8_t *src = slurp(tu_sample("images/bg_dune_q90_420_icc_1920x1080.jpg"), &n);
+    static const uint8_t exif[] = {0xff, 0xe1, 0x00, 0x10, 'E', 'x', 'i', 'f', 0, 0,
+                                   'I',  'I',  42,   0,    8,   0,   0,   0};
+    static const char xmp_ns[] = "http://ns.adobe.com/xap/1.0/";
+    uint8_t xmp[128];
+    const char *body = "<x:xmpmeta xmlns:x='adobe:ns:meta/'/>";
+    size_t xl = sizeof xmp_ns + strlen(body);
+    med_image *a = NULL, *b = NULL;
+
+    CHECK(src != NULL);
+    if (src == NULL) {
+        return;
+    }
+    xmp[0] = 0xff;
+    xmp[1] = 0xe1;
+    xmp[2] = (uint8_t)((xl + 2) >> 8);
+    xmp[3] = (uint8_t)(xl + 2);
+    memcpy(xmp + 4, xmp_ns, sizeof xmp_ns);
+    memcpy(xmp + 4 + sizeof xmp_ns, body, strlen(body));
+    uint8_t *buf = malloc(n + sizeof exif + xl + 4);
+    memcpy(buf, src, 2);
+    memcpy(buf + 2, exif, sizeof exif);
+    memcpy(buf + 2 + sizeof exif, xmp, xl + 4);
+    memcpy(buf + 2 + sizeof exif + xl + 4, src + 2, n - 2);
+    CHECK_ST(med_read_mem(ctx, buf, n + sizeof exif + xl + 4, "exif.jpg", &a), CT_OK);
+    if (a != NULL) {
+        CHECK(count_meta(a, 0xE1) == 2);
+        CHECK_ST(med_write_file(ctx, a, tmp_path("exif.jpg"), NULL), CT_OK);
+        CHECK_ST(med_read_file(ctx, tmp_path("exif.jpg"), &b), CT_OK);
+        if (b != NULL) {
+            CHECK(same_meta(a, b));
+        }
+    }
+    free(buf);
+    free(src);
+    med_image_free(a);
+    med_image_free(b);
+}
+
+static void test_cross(ct_ctx *ctx)
+{
+    med_image *a = NULL, *b = NULL, *c = NULL, *d = NULL;
+
+    /* JPEG -> PNG: same pixels; the ICC profile becomes iCCP. */
+    CHECK_ST(med_read_file(ctx, tu_sample("images/bg_dune_q90_420_icc_1920x1080.jpg"), &a),
+             CT_OK);
+    if (a != NULL) {
+        CHECK_ST(med_write_file(ctx, a, tmp_path("dune.PNG"), NULL), CT_OK);
+        CHECK_ST(med_read_file(ctx, tmp_path("dune.PNG"), &b), CT_OK);
+        if (b != NULL) {
+            CHECK(same_pixels(a, b));
+            CHECK(count_meta(b, MED_ID('i', 'C', 'C', 'P')) == 1);
+        }
+    }
+    /* RGBA PNG -> JPEG: alpha flattened onto white. */
+    CHECK_ST(med_read_file(ctx, tu_sample("images/cel_kid_rgba_1920x1080.png"), &c), CT_OK);
+    if (c != NULL) {
+        CHECK_ST(med_write_file(ctx, c, tmp_path("kid.jpg"), NULL), CT_OK);
+        CHECK_ST(med_read_file(ctx, tmp_path("kid.jpg"), &d), CT_OK);
+        if (d != NULL) {
+            const uint8_t *p = med_pixels(d);
+            CHECK(med_channels(d) == 3 && med_width(d) == 1920);
+            CHECK(p[0] >= 250 && p[1] >= 250 && p[2] >= 250); /* transparent corner */
+            med_info info;
+            med_get_info(d, &info);
+            CHECK(info.jpeg_quality == 75);
+        }
+    }
+    med_image_free(a);
+    med_image_free(b);
+    med_image_free(c);
+    med_image_free(d);
+    a = b = c = d = NULL;
+
+    /* 16-bit -> JPEG, gray+alpha -> JPEG. */
+    CHECK_ST(med_read_file(ctx, tu_sample("images/bg_garden_16bit_1920x1080.png"), &a), CT_OK);
+    if (a != NULL) {
+        CHECK_ST(med_write_file(ctx, a, tmp_path("garden.jpg"), NULL), CT_OK);
+        CHECK_ST(med_read_file(ctx, tmp_path("garden.jpg"), &b), CT_OK);
+        if (b != NULL) {
+            const uint16_t *p = med_pixels(a);
+            const uint8_t *q = med_pixels(b);
+            double s = 0;
+            for (size_t i = 0; i < 30000; i++) {
+                double e = p[i] / 257.0 - q[i];
+                s += e * e;
+            }
+            CHECK(s / 30000 < 10.0);
+        }
+    }
+    CHECK_ST(med_read_file(ctx, tu_sample("images/lineart_car2_graya_1920x1080.png"), &c), CT_OK);
+    if (c != NULL) {
+        CHECK_ST(med_write_file(ctx, c, tmp_path("car.jpg"), NULL), CT_OK);
+        CHECK_ST(med_read_file(ctx, tmp_path("car.jpg"), &d), CT_OK);
+        CHECK(d != NULL && med_channels(d) == 1);
+    }
+    CHECK_ST(med_write_file(ctx, c != NULL ? c : a, tmp_path("x.webp"), NULL), CT_ERR_MISUSE);
+    med_image_free(a);
+    med_image_free(b);
+    med_image_free(c);
+    med_image_free(d);
+}
+
+static void test_other_formats(ct_ctx *ctx)
+{
+    med_image *ref = NULL;
+    const char *png = tu_sample("images/cel_headmo_rgba_640x480.png");
+    struct {
+        const char *file;
+        const char *pre; /* command, then the input */
+        const char *mid; /* then this, glued to the output name */
+        int exact;       /* lossless: pixels must match the PNG */
+        unsigned ch;
+    } cases[] = {
+        {"h.webp", "cwebp -quiet -lossless -exact", "-o ", 1, 4},
+        {"hl.webp", "cwebp -quiet -q 80", "-o ", 0, 4},
+        {"h.bmp", "/usr/bin/convert", "BMP3:", 0, 3},
+        {"h.tif", "/usr/bin/convert", "-compress lzw ", 1, 4},
+        {"h.gif", "/usr/bin/convert", "", 0, 4},
+        {"g.tif", "/usr/bin/convert", "-alpha off -colorspace gray ", 0, 1},
+    };
+    CHECK_ST(med_read_file(ctx, png, &ref), CT_OK);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char cmd[13000], out[4400];
+        med_image *img = NULL, *img2 = NULL;
+        snprintf(out, sizeof out, "%s", tmp_path(cases[i].file));
+        snprintf(cmd, sizeof cmd, "%s '%s' %s'%s'", cases[i].pre, png, cases[i].mid, out);
+        if (run(cmd) != 0) {
+            CHECK(0);
+            continue;
+        }
+        CHECK_ST(med_read_file(ctx, out, &img), CT_OK);
+        if (img == NULL) {
+            fprintf(stderr, "  %s: %s\n", cases[i].file, ct_errmsg(ctx));
+            continue;
+        }
+        CHECK(med_image_kind(img) == MED_KIND_OTHER);
+        CHECK(med_width(img) == 640 && med_height(img) == 480 && med_depth(img) == 8);
+        CHECK(med_channels(img) == cases[i].ch);
+        if (cases[i].exact && ref != NULL) {
+            CHECK(same_pixels(ref, img));
+        }
+        /* Same through memory; and it can be written out as PNG. */
+        size_t n = 0;
+        uint8_t *raw = slurp(out, &n);
+        CHECK_ST(med_read_mem(ctx, raw, n, cases[i].file, &img2), CT_OK);
+        CHECK(img2 != NULL && same_pixels(img, img2));
+        CHECK_ST(med_write_file(ctx, img, tmp_path("from_other.png"), NULL), CT_OK);
+        free(raw);
+        med_image_free(img);
+        med_image_free(img2);
+    }
+    med_image_free(ref);
+}
+
+static void test_errors(ct_ctx *ctx)
+{
+    med_image *img = NULL;
+    FILE *f;
+
+    CHECK_ST(med_read_file(ctx, tmp_path("does-not-exist.png"), &img), CT_ERR_IO);
+    CHECK(strstr(ct_errmsg(ctx), "does-not-exist.png") != NULL &&
+          strstr(ct_errmsg(ctx), "No such file") != NULL);
+    CHECK_ST(med_read_file(ctx, g_tmp, &img), CT_ERR_IO); /* a directory */
+    f = fopen(tmp_path("notes.png"), "w");
+    if (f != NULL) {
+        fputs("this is not an image at all, just some text\n", f);
+        fclose(f);
+    }
+    CHECK_ST(med_read_file(ctx, tmp_path("notes.png"), &img), CT_ERR_FORMAT);
+    CHECK(strstr(ct_errmsg(ctx), "notes.png: not an image celtrace can read") != NULL);
+    CHECK_ST(med_read_mem(ctx, (const uint8_t *)"", 0, "empty", &img), CT_ERR_FORMAT);
+    /* A video is not a still image. */
+    CHECK_ST(med_read_file(ctx, tu_sample("video/clip_wolf_backdrop_1280x720_vp9_opus.webm"),
+                           &img),
+             CT_ERR_FORMAT);
+    /* CMYK JPEG: a clear message. */
+    char cmd[13000];
+    snprintf(cmd, sizeof cmd, "/usr/bin/convert '%s' -resize 64x64 -colorspace CMYK '%s'",
+             tu_sample("images/cel_headmo_rgba_640x480.png"), tmp_path("cmyk.jpg"));
+    CHECK(run(cmd) == 0);
+    CHECK_ST(med_read_file(ctx, tmp_path("cmyk.jpg"), &img), CT_ERR_FORMAT);
+    CHECK(strstr(ct_errmsg(ctx), "CMYK JPEG is not supported") != NULL);
+    CHECK(strstr(ct_errmsg(ctx), "cmyk.jpg") != NULL);
+    CHECK(img == NULL);
+    /* Unwritable output. */
+    med_image *ok = NULL;
+    CHECK_ST(med_image_new(ctx, 4, 4, 3, 8, &ok), CT_OK);
+    if (ok != NULL) {
+        CHECK_ST(med_write_file(ctx, ok, tmp_path("no/such/dir/x.png"), NULL), CT_ERR_IO);
+        CHECK_ST(med_write_file(ctx, ok, tmp_path("no/such/dir/x.jpg"), NULL), CT_ERR_IO);
+    }
+    med_image_free(ok);
+}
+
+static void test_limit(ct_ctx *ctx)
+{
+    uint8_t png[8 + 25 + 12];
+    static const uint8_t sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+    med_image *img = NULL;
+
+    memcpy(png, sig, 8);
+    put32(png + 8, 13);
+    memcpy(png + 12, "IHDR", 4);
+    put32(png + 16, 100000);
+    put32(png + 20, 100000);
+    png[24] = 8;
+    png[25] = 6;
+    png[26] = png[27] = png[28] = 0;
+    put32(png + 29, crc32_png(png + 12, 17));
+    put32(png + 33, 0);
+    memcpy(png + 37, "IEND", 4);
+    put32(png + 41, crc32_png(png + 37, 4));
+    /* The next allocation would fail: LIMIT (not NOMEM) proves the
+     * check comes before any allocation. */
+    ctx->fail_alloc_after = 1;
+    CHECK_ST(med_read_mem(ctx, png, sizeof png, "huge.png", &img), CT_ERR_LIMIT);
+    ctx->fail_alloc_after = 0;
+    CHECK(strstr(ct_errmsg(ctx), "huge.png: 100000x100000 is too large (limit 300000000 pixels)") !=
+          NULL);
+    CHECK(img == NULL);
+
+    /* A real image over a lowered limit. */
+    const uint64_t saved = ctx->max_pixels;
+    ctx->max_pixels = 640 * 480 - 1;
+    CHECK_ST(med_read_file(ctx, tu_sample("images/cel_headmo_rgba_640x480.png"), &img),
+             CT_ERR_LIMIT);
+    /* libav decoders refuse oversized pictures themselves (max_pixels)
+     * without telling why, so this one may read as FORMAT. */
+    ct_status st = med_read_file(ctx, tmp_path("h.webp"), &img);
+    CHECK(st == CT_ERR_LIMIT || st == CT_ERR_FORMAT);
+    CHECK_ST(med_read_file(ctx, tmp_path("kid.jpg"), &img), CT_ERR_LIMIT);
+    ctx->max_pixels = saved;
+    CHECK(img == NULL);
+}
+
+static uint64_t rng_next(uint64_t *s)
+{
+    uint64_t x = *s;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    *s = x;
+    return x;
+}
+
+static void test_hostile(ct_ctx *ctx)
+{
+    const char *files[] = {
+        tu_sample("images/cel_headmo_rgba_640x480.png"),
+        tu_sample("images/bg_dune_q90_420_icc_1920x1080.jpg"),
+        tu_sample("images/sketch_woodpecker_gray_progressive_1920x1080.jpg"),
+        tu_sample("images/cel_pirates_palette_1920x1080.png"),
+    };
+    const char *others[] = {"h.webp", "hl.webp", "h.gif", "h.tif", "h.bmp"};
+    uint64_t seed = 0x9e3779b97f4a7c15ull;
+    int flips_ok = 0, flips_bad = 0;
+    double t0 = now_ms();
+
+    for (size_t f = 0; f < sizeof files / sizeof files[0] + sizeof others / sizeof others[0];
+         f++) {
+        const bool strict = f < sizeof files / sizeof files[0];
+        const char *path = strict ? files[f] : tmp_path(others[f - sizeof files / sizeof files[0]]);
+        size_t n = 0;
+        uint8_t *data = slurp(path, &n);
+        CHECK(data != NULL && n > 100);
+        if (data == NULL || n <= 100) {
+            free(data);
+            continue;
+        }
+        const size_t cuts[] = {0, 1, 2, 3, 8, 16, 33, 64, n / 8, n / 4, n / 2, n - n / 10, n - 2,
+                               n - 1};
+        for (size_t i = 0; i < sizeof cuts / sizeof cuts[0]; i++) {
+            med_image *img = NULL;
+            ct_status st = med_read_mem(ctx, data, cuts[i], "cut", &img);
+            if (strict) {
+                /* PNG and JPEG: a truncated file always fails. */
+                CHECK_ST(st, CT_ERR_FORMAT);
+            } else {
+                /* libav decoders may still produce a picture from part of
+                 * some formats; they must not crash or misreport. */
+                CHECK(st == CT_ERR_FORMAT || st == CT_OK);
+            }
+            CHECK((st == CT_OK) == (img != NULL));
+            CHECK(strchr(ct_errmsg(ctx), '\n') == NULL);
+            med_image_free(img);
+        }
+        /* Random byte flips (a smaller image keeps this quick). */
+        const int rounds = n < 300000 ? 60 : 12;
+        uint8_t *copy = malloc(n);
+        for (int r = 0; r < rounds; r++) {
+            med_image *img = NULL;
+            memcpy(copy, data, n);
+            const int k = 1 + (int)(rng_next(&seed) % 8);
+            for (int j = 0; j < k; j++) {
+                /* Mostly in the headers, where parsers are most exposed. */
+                size_t span = (rng_next(&seed) & 1) ? n : (n < 2048 ? n : 2048);
+                copy[rng_next(&seed) % span] ^= (uint8_t)(1 + rng_next(&seed) % 255);
+            }
+            ct_status st = med_read_mem(ctx, copy, n, "flip", &img);
+            /* LIMIT is right when a flip enlarges a JPEG SOF. */
+            CHECK(st == CT_OK || st == CT_ERR_FORMAT || st == CT_ERR_LIMIT);
+            CHECK((st == CT_OK) == (img != NULL));
+            if (st == CT_OK) {
+                flips_ok++;
+            } else {
+                flips_bad++;
+            }
+            med_image_free(img);
+        }
+        free(copy);
+        free(data);
+    }
+    printf("  hostile: %d flipped files still decoded, %d refused (%.0f ms)\n", flips_ok,
+           flips_bad, now_ms() - t0);
+}
+
+static int feq(float a, float b)
+{
+    return fabsf(a - b) < 1e-3f;
+}
+
+static void test_luma(ct_ctx *ctx)
+{
+    med_image *img = NULL;
+    float y[4], up[4], down[4], w[4];
+
+    /* 8-bit RGBA, 2x2. */
+    CHECK_ST(med_image_new(ctx, 2, 2, 4, 8, &img), CT_OK);
+    if (img != NULL) {
+        static const uint8_t px[16] = {100, 150, 200, 255, 0,   0,   0,  0,
+                                       255, 255, 255, 128, 250, 10,  3,  64};
+        memcpy(med_pixels_mut(img), px, sizeof px);
+        CHECK_ST(med_luma(ctx, img, y, up, down, w), CT_OK);
+        CHECK(feq(y[0], 0.299f * 100 + 0.587f * 150 + 0.114f * 200)); /* 140.75 */
+        CHECK(feq(y[0], 140.75f));
+        CHECK(feq(up[0], 55) && feq(down[0], 100) && feq(w[0], 1.0f));
+        CHECK(feq(y[1], 0) && feq(up[1], 255) && feq(down[1], 0) && feq(w[1], 0));
+        CHECK(feq(y[2], 255) && feq(up[2], 0) && feq(down[2], 255) && feq(w[2], 128 / 255.0f));
+        CHECK(feq(y[3], 0.299f * 250 + 0.587f * 10 + 0.114f * 3) && feq(up[3], 5) &&
+              feq(down[3], 3) && feq(w[3], 64 / 255.0f));
+        CHECK_ST(med_luma(ctx, img, y, NULL, NULL, NULL), CT_OK);
+        const float d[4] = {3.0f, -2.0f, 1.4f, 7.0f};
+        CHECK_ST(med_add_luma(ctx, img, d), CT_OK);
+        static const uint8_t want[16] = {103, 153, 203, 255, 0,   0,  0,  0,
+                                         255, 255, 255, 128, 255, 17, 10, 64};
+        CHECK(memcmp(med_pixels(img), want, sizeof want) == 0);
+        const float d2[4] = {-2.6f, 0.5f, -300.0f, NAN};
+        CHECK_ST(med_add_luma(ctx, img, d2), CT_OK);
+        static const uint8_t want2[16] = {100, 150, 200, 255, 1,  1,  1,  0,
+                                          0,   0,   0,   128, 255, 17, 10, 64};
+        CHECK(memcmp(med_pixels(img), want2, sizeof want2) == 0);
+    }
+    med_image_free(img);
+    img = NULL;
+
+    /* 8-bit gray+alpha. */
+    CHECK_ST(med_image_new(ctx, 2, 1, 2, 8, &img), CT_OK);
+    if (img != NULL) {
+        uint8_t *p = med_pixels_mut(img);
+        p[0] = 40;
+        p[1] = 51;
+        p[2] = 254;
+        p[3] = 255;
+        CHECK_ST(med_luma(ctx, img, y, up, down, w), CT_OK);
+        CHECK(feq(y[0], 40) && feq(up[0], 215) && feq(down[0], 40) && feq(w[0], 0.2f));
+        CHECK(feq(y[1], 254) && feq(up[1], 1) && feq(down[1], 254) && feq(w[1], 1));
+        const float d[2] = {-41, 5};
+        CHECK_ST(med_add_luma(ctx, img, d), CT_OK);
+        CHECK(p[0] == 0 && p[1] == 51 && p[2] == 255 && p[3] == 255);
+    }
+    med_image_free(img);
+    img = NULL;
+
+    /* 8-bit gray, no alpha. */
+    CHECK_ST(med_image_new(ctx, 1, 1, 1, 8, &img), CT_OK);
+    if (img != NULL) {
+        ((uint8_t *)med_pixels_mut(img))[0] = 77;
+        CHECK_ST(med_luma(ctx, img, y, up, down, w), CT_OK);
+        CHECK(feq(y[0], 77) && feq(up[0], 178) && feq(down[0], 77) && feq(w[0], 1));
+    }
+    med_image_free(img);
+    img = NULL;
+
+    /* 16-bit RGB and RGBA. */
+    CHECK_ST(med_image_new(ctx, 2, 1, 3, 16, &img), CT_OK);
+    if (img != NULL) {
+        uint16_t *p = med_pixels_mut(img);
+        const uint16_t px[6] = {25700, 38550, 51400, 65535, 65000, 100};
+        memcpy(p, px, sizeof px);
+        CHECK_ST(med_luma(ctx, img, y, up, down, w), CT_OK);
+        CHECK(feq(y[0], 140.75f) && feq(up[0], 55) && feq(down[0], 100) && feq(w[0], 1));
+        CHECK(feq(y[1], (0.299f * 65535 + 0.587f * 65000 + 0.114f * 100) / 257.0f));
+        CHECK(feq(up[1], 0) && feq(down[1], 100 / 257.0f));
+        const float d[2] = {1.0f, 0.5f};
+        CHECK_ST(med_add_luma(ctx, img, d), CT_OK);
+        CHECK(p[0] == 25957 && p[1] == 38807 && p[2] == 51657);
+        /* round(0.5 * 257) = 129 (128.5 rounds away from zero) */
+        CHECK(p[3] == 65535 && p[4] == 65129 && p[5] == 229);
+        const float d2[2] = {-200.0f, -1.0f};
+        CHECK_ST(med_add_luma(ctx, img, d2), CT_OK);
+        CHECK(p[0] == 0 && p[1] == 0 && p[2] == 257);
+        CHECK(p[3] == 65278 && p[4] == 64872 && p[5] == 0);
+    }
+    med_image_free(img);
+    img = NULL;
+    CHECK_ST(med_image_new(ctx, 1, 1, 4, 16, &img), CT_OK);
+    if (img != NULL) {
+        uint16_t *p = med_pixels_mut(img);
+        p[0] = 1000;
+        p[1] = 2000;
+        p[2] = 3000;
+        p[3] = 32768;
+        CHECK_ST(med_luma(ctx, img, y, up, down, w), CT_OK);
+        CHECK(feq(w[0], 32768 / 65535.0f));
+        const float d[1] = {-10};
+        CHECK_ST(med_add_luma(ctx, img, d), CT_OK);
+        CHECK(p[0] == 0 && p[1] == 0 && p[2] == 430 && p[3] == 32768);
+    }
+    med_image_free(img);
+    img = NULL;
+    CHECK_ST(med_image_new(ctx, 1, 1, 5, 8, &img), CT_ERR_MISUSE);
+    CHECK_ST(med_image_new(ctx, 0, 1, 3, 8, &img), CT_ERR_FORMAT);
+}
+
+static void test_luma_speed(ct_ctx *ctx)
+{
+    med_image *img = NULL;
+    CHECK_ST(med_read_file(ctx, tu_sample("images/cel_kid_rgba_1920x1080.png"), &img), CT_OK);
+    if (img == NULL) {
+        return;
+    }
+    const size_t n = (size_t)med_width(img) * med_height(img);
+    float *y = malloc(n * sizeof *y), *u = malloc(n * sizeof *u), *d = malloc(n * sizeof *d),
+          *w = malloc(n * sizeof *w), *delta = malloc(n * sizeof *delta);
+    med_image *copy = NULL;
+    for (size_t i = 0; i < n; i++) {
+        delta[i] = (float)((int)(i % 7) - 3);
+    }
+    /* First call also pays the page faults of the fresh output arrays. */
+    CHECK_ST(med_luma(ctx, img, y, u, d, w), CT_OK);
+    double t0 = now_ms();
+    CHECK_ST(med_luma(ctx, img, y, u, d, w), CT_OK);
+    double t1 = now_ms();
+    CHECK_ST(med_add_luma(ctx, img, delta), CT_OK);
+    double t2 = now_ms();
+    printf("  1920x1080 RGBA: med_luma %.2f ms, med_add_luma %.2f ms\n", t1 - t0, t2 - t1);
+    CHECK(t1 - t0 < 200 && t2 - t1 < 200); /* generous: sanitizer builds are slow */
+    CHECK_ST(med_image_clone(ctx, img, &copy), CT_OK);
+    CHECK(copy != NULL && same_pixels(img, copy) && same_meta(img, copy));
+    med_image_free(copy);
+    free(y);
+    free(u);
+    free(d);
+    free(w);
+    free(delta);
+    med_image_free(img);
+}
+
+static void test_alloc_failures(ct_ctx *ctx)
+{
+    /* Fail each allocation in turn: never a crash or leak, always NOMEM
+     * (or success once the count passes the last allocation). */
+    const char *files[] = {"images/cel_headmo_rgba_640x480.png",
+                           "images/bg_twowings_chunks_1920x1080.png"};
+    for (size_t f = 0; f < 2; f++) {
+        size_t n = 0;
+        uint8_t *data = slurp(tu_sample(files[f]), &n);
+        int ok = 0;
+        for (long k = 1; k < 40 && !ok; k++) {
+            med_image *img = NULL;
+            ctx->fail_alloc_after = k;
+            ct_status st = med_read_mem(ctx, data, n, "alloc", &img);
+            CHECK(st == CT_OK || st == CT_ERR_NOMEM);
+            ok = st == CT_OK;
+            med_image_free(img);
+        }
+        ctx->fail_alloc_after = 0;
+        CHECK(ok);
+        free(data);
+    }
+}
+
+int main(void)
+{
+    ct_ctx *ctx = NULL;
+    double t0 = now_ms();
+
+    snprintf(g_tmp, sizeof g_tmp, "%s", tu_tmpdir("media"));
+    CHECK_ST(ct_ctx_new(g_tmp, &ctx), CT_OK);
+    if (ctx == NULL) {
+        return tu_done("test_media");
+    }
+    med_libav_quiet();
+    test_png_roundtrip(ctx);
+    test_png_chunks(ctx);
+    test_png_16bit(ctx);
+    test_png_palette(ctx);
+    test_jpeg(ctx);
+    test_jpeg_gray_progressive(ctx);
+    test_jpeg_app1(ctx);
+    test_cross(ctx);
+    test_other_formats(ctx);
+    test_errors(ctx);
+    test_limit(ctx);
+    test_hostile(ctx);
+    test_luma(ctx);
+    test_luma_speed(ctx);
+    test_alloc_failures(ctx);
+    ct_ctx_free(ctx);
+    printf("  total %.0f ms\n", now_ms() - t0);
+    return tu_done("test_media");
+}

@@ -1,0 +1,497 @@
+/* verify: folding, offset, decoding and the decision.
+ *
+ * Folding adds every pixel of the whitened image into one tile through the
+ * candidate map, so all copies of the tile add evidence (Alattar/Meyer's
+ * "fold before decoding"). The offset comes from the phases of the sync
+ * frequencies in the folded tile. Each vendor key then despreads the
+ * chips and a soft Viterbi decode gives 80 bits; only a tag that verifies
+ * under that vendor's key names the vendor. */
+#include "vfy.h"
+
+#include <complex.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <stdio.h>
+
+#include <sodium.h>
+
+#define G      128 /* folded tile grid: two bins per cell */
+#define NLEVEL 4
+#define PER_LEVEL 4
+#define MAX_CANDS (NLEVEL * PER_LEVEL)
+#define DECODE_CANDS 3
+
+typedef struct level {
+    uint32_t w, h;
+    float *y;
+    float *wt;
+} level;
+
+/* Halve an image with a 2x2 box (weights: a quarter transparent block
+ * stays visible). */
+static ct_status halve(ct_ctx *ctx, const level *in, level *out)
+{
+    out->w = in->w / 2;
+    out->h = in->h / 2;
+    out->y = ct_mallocarray(ctx, (size_t)out->w * out->h, sizeof *out->y);
+    out->wt = NULL;
+    if (out->y == NULL) {
+        return CT_ERR_NOMEM;
+    }
+    if (in->wt != NULL) {
+        out->wt = ct_mallocarray(ctx, (size_t)out->w * out->h, sizeof *out->wt);
+        if (out->wt == NULL) {
+            return CT_ERR_NOMEM;
+        }
+    }
+    for (uint32_t y = 0; y < out->h; y++) {
+        const float *a = in->y + (size_t)(2 * y) * in->w, *b = a + in->w;
+        for (uint32_t x = 0; x < out->w; x++) {
+            out->y[(size_t)y * out->w + x] = 0.25f * (a[2 * x] + a[2 * x + 1] + b[2 * x] + b[2 * x + 1]);
+        }
+        if (in->wt != NULL) {
+            const float *c = in->wt + (size_t)(2 * y) * in->w, *d = c + in->w;
+            for (uint32_t x = 0; x < out->w; x++) {
+                out->wt[(size_t)y * out->w + x] =
+                    0.25f * (c[2 * x] + c[2 * x + 1] + d[2 * x] + d[2 * x + 1]);
+            }
+        }
+    }
+    return CT_OK;
+}
+
+/* Box sums through an integral image (double: 4K images overflow float). */
+static void box_mean(const double *ii, uint32_t w, uint32_t h, uint32_t x, uint32_t y, int r,
+                     double *mean)
+{
+    long x0 = (long)x - r, y0 = (long)y - r, x1 = (long)x + r + 1, y1 = (long)y + r + 1;
+    if (x0 < 0) {
+        x0 = 0;
+    }
+    if (y0 < 0) {
+        y0 = 0;
+    }
+    if (x1 > (long)w) {
+        x1 = (long)w;
+    }
+    if (y1 > (long)h) {
+        y1 = (long)h;
+    }
+    size_t W1 = (size_t)w + 1;
+    double s = ii[(size_t)y1 * W1 + (size_t)x1] - ii[(size_t)y0 * W1 + (size_t)x1] -
+               ii[(size_t)y1 * W1 + (size_t)x0] + ii[(size_t)y0 * W1 + (size_t)x0];
+    *mean = s / (double)((x1 - x0) * (y1 - y0));
+}
+
+static void integral(const float *src, uint32_t w, uint32_t h, bool square, double *ii)
+{
+    size_t W1 = (size_t)w + 1;
+    memset(ii, 0, W1 * sizeof *ii);
+    for (uint32_t y = 0; y < h; y++) {
+        double row = 0;
+        ii[(size_t)(y + 1) * W1] = 0;
+        for (uint32_t x = 0; x < w; x++) {
+            double v = src[(size_t)y * w + x];
+            row += square ? v * v : v;
+            ii[(size_t)(y + 1) * W1 + x + 1] = ii[(size_t)y * W1 + x + 1] + row;
+        }
+    }
+}
+
+/* Whitened residual: the image minus its local mean over about 8 cells
+ * (which keeps the lowest sync frequency), divided by the local activity
+ * over about 1.5 cells plus a floor, and clipped: each pixel then weighs
+ * by how much mark it can hide against how much content noise it has. */
+static ct_status residual(ct_ctx *ctx, const level *lv, double period, float *res)
+{
+    ct_status st = CT_OK;
+    uint32_t w = lv->w, h = lv->h;
+    size_t W1 = (size_t)w + 1, H1 = (size_t)h + 1;
+    double *ii = ct_mallocarray(ctx, W1 * H1, sizeof *ii);
+    float *tmp = ct_mallocarray(ctx, (size_t)w * h, sizeof *tmp);
+    if (ii == NULL || tmp == NULL) {
+        st = CT_ERR_NOMEM;
+        goto done;
+    }
+    int rm = (int)lround(period / 16.0);
+    int rs = (int)lround(period / 64.0 * 0.75);
+    if (rm < 2) {
+        rm = 2;
+    }
+    if (rs < 1) {
+        rs = 1;
+    }
+    integral(lv->y, w, h, false, ii);
+    for (uint32_t y = 0; y < h; y++) {
+        for (uint32_t x = 0; x < w; x++) {
+            double m;
+            box_mean(ii, w, h, x, y, rm, &m);
+            tmp[(size_t)y * w + x] = (float)(lv->y[(size_t)y * w + x] - m);
+        }
+    }
+    integral(tmp, w, h, true, ii);
+    for (uint32_t y = 0; y < h; y++) {
+        for (uint32_t x = 0; x < w; x++) {
+            double v2;
+            box_mean(ii, w, h, x, y, rs, &v2);
+            float e = tmp[(size_t)y * w + x] / (float)(sqrt(fmax(v2, 0.0)) + 1.5);
+            if (e > 3.0f) {
+                e = 3.0f;
+            } else if (e < -3.0f) {
+                e = -3.0f;
+            }
+            if (lv->wt != NULL && lv->wt[(size_t)y * w + x] < 0.5f) {
+                e = NAN; /* not folded */
+            }
+            res[(size_t)y * w + x] = e;
+        }
+    }
+done:
+    free(ii);
+    free(tmp);
+    return st;
+}
+
+/* Fold the residual into a G x G tile through cell = B * pixel, splatting
+ * bilinearly so that cells smaller than a pixel leave no holes. */
+static void fold(const float *res, uint32_t w, uint32_t h, const vfy_geom *geom, float *tile,
+                 float *acc_w)
+{
+    const double(*b)[2] = geom->b;
+    memset(tile, 0, G * G * sizeof *tile);
+    memset(acc_w, 0, G * G * sizeof *acc_w);
+    const double s = G / (double)WM_CELLS;
+    for (uint32_t y = 0; y < h; y++) {
+        double gu = s * b[0][1] * y, gv = s * b[1][1] * y;
+        const double du = s * b[0][0], dv = s * b[1][0];
+        const float *row = res + (size_t)y * w;
+        for (uint32_t x = 0; x < w; x++, gu += du, gv += dv) {
+            float e = row[x];
+            if (isnan(e)) {
+                continue;
+            }
+            double fu = floor(gu), fv = floor(gv);
+            float a = (float)(gu - fu), c = (float)(gv - fv);
+            int i0 = (int)((long)fu & (G - 1)), j0 = (int)((long)fv & (G - 1));
+            int i1 = (i0 + 1) & (G - 1), j1 = (j0 + 1) & (G - 1);
+            float w00 = (1 - a) * (1 - c), w10 = a * (1 - c), w01 = (1 - a) * c, w11 = a * c;
+            tile[j0 * G + i0] += w00 * e;
+            acc_w[j0 * G + i0] += w00;
+            tile[j0 * G + i1] += w10 * e;
+            acc_w[j0 * G + i1] += w10;
+            tile[j1 * G + i0] += w01 * e;
+            acc_w[j1 * G + i0] += w01;
+            tile[j1 * G + i1] += w11 * e;
+            acc_w[j1 * G + i1] += w11;
+        }
+    }
+    double mean = 0;
+    int n = 0;
+    for (int i = 0; i < G * G; i++) {
+        if (acc_w[i] > 0) {
+            tile[i] /= acc_w[i];
+            mean += tile[i];
+            n++;
+        }
+    }
+    mean = n > 0 ? mean / n : 0;
+    for (int i = 0; i < G * G; i++) {
+        tile[i] = acc_w[i] > 0 ? tile[i] - (float)mean : 0.0f;
+    }
+}
+
+typedef struct folded {
+    float tile[G * G];
+    float wsum[G * G];
+    double complex ck[WM_SYNC_K]; /* DFT of the tile at the sync frequencies */
+    double tu, tv;                /* offset, cells */
+    double z;                     /* sync correlation at the offset, sigmas */
+} folded;
+
+static double corr_at(const folded *f, const wm_sync *sy, double tu, double tv)
+{
+    double acc = 0;
+    for (int k = 0; k < WM_SYNC_K; k++) {
+        double ph = -2.0 * M_PI * (sy->p[k] * tu + sy->q[k] * tv) / WM_CELLS - sy->phase[k];
+        acc += creal(f->ck[k] * cexp(I * ph));
+    }
+    return acc;
+}
+
+/* Offset from the sync phases; z is the correlation in units of its
+ * standard deviation under noise. */
+static void find_offset(folded *f, const wm_sync *sy)
+{
+    double var = 0;
+    for (int i = 0; i < G * G; i++) {
+        var += (double)f->tile[i] * f->tile[i];
+    }
+    var /= G * G;
+    for (int k = 0; k < WM_SYNC_K; k++) {
+        double complex acc = 0;
+        for (int gy = 0; gy < G; gy++) {
+            double complex row = 0;
+            const float *t = f->tile + gy * G;
+            for (int gx = 0; gx < G; gx++) {
+                row += t[gx] * cexp(-I * 2.0 * M_PI * sy->p[k] * (gx * 0.5) / WM_CELLS);
+            }
+            acc += row * cexp(-I * 2.0 * M_PI * sy->q[k] * (gy * 0.5) / WM_CELLS);
+        }
+        f->ck[k] = acc;
+    }
+    /* Coarse: every half cell, separably. */
+    static const int NT = G;
+    double best = -INFINITY, bu = 0, bv = 0;
+    double complex ev[WM_SYNC_K][G];
+    for (int k = 0; k < WM_SYNC_K; k++) {
+        for (int t = 0; t < NT; t++) {
+            ev[k][t] = cexp(-I * 2.0 * M_PI * sy->q[k] * (t * 0.5) / WM_CELLS);
+        }
+    }
+    for (int tu = 0; tu < NT; tu++) {
+        double complex d[WM_SYNC_K];
+        for (int k = 0; k < WM_SYNC_K; k++) {
+            d[k] = f->ck[k] * cexp(-I * (2.0 * M_PI * sy->p[k] * (tu * 0.5) / WM_CELLS + sy->phase[k]));
+        }
+        for (int tv = 0; tv < NT; tv++) {
+            double acc = 0;
+            for (int k = 0; k < WM_SYNC_K; k++) {
+                acc += creal(d[k] * ev[k][tv]);
+            }
+            if (acc > best) {
+                best = acc;
+                bu = tu * 0.5;
+                bv = tv * 0.5;
+            }
+        }
+    }
+    /* Fine: a tenth of a cell around the coarse peak. */
+    double fu = bu, fv = bv;
+    for (int i = -5; i <= 5; i++) {
+        for (int j = -5; j <= 5; j++) {
+            double u = bu + i * 0.05, v = bv + j * 0.05;
+            double c = corr_at(f, sy, u, v);
+            if (c > best) {
+                best = c;
+                fu = u;
+                fv = v;
+            }
+        }
+    }
+    f->tu = fu;
+    f->tv = fv;
+    double sd = sqrt(WM_SYNC_K * (double)G * G * var / 2.0);
+    f->z = sd > 0 ? best / sd : 0;
+}
+
+static float tile_at(const float *t, double gu, double gv)
+{
+    double fu = floor(gu), fv = floor(gv);
+    float a = (float)(gu - fu), c = (float)(gv - fv);
+    int i0 = (int)((long)fu & (G - 1)), j0 = (int)((long)fv & (G - 1));
+    int i1 = (i0 + 1) & (G - 1), j1 = (j0 + 1) & (G - 1);
+    return (1 - c) * ((1 - a) * t[j0 * G + i0] + a * t[j0 * G + i1]) +
+           c * ((1 - a) * t[j1 * G + i0] + a * t[j1 * G + i1]);
+}
+
+/* Chip values at the cell centres, with the measured sync removed (it is
+ * known, so it need not be noise to the message). */
+static void chips_of(const folded *f, const wm_sync *sy, float chips[WM_NCELLS])
+{
+    const double s = G / (double)WM_CELLS;
+    for (int j = 0; j < WM_CELLS; j++) {
+        for (int i = 0; i < WM_CELLS; i++) {
+            /* The tile holds T(u + t) at u: cell (i, j) of T sits at
+             * (i - tu, j - tv). */
+            double u = i - f->tu, v = j - f->tv;
+            float val = tile_at(f->tile, u * s, v * s);
+            double syn = 0;
+            for (int k = 0; k < WM_SYNC_K; k++) {
+                double ph = 2.0 * M_PI * (sy->p[k] * u + sy->q[k] * v) / WM_CELLS;
+                syn += creal(f->ck[k] * cexp(I * ph));
+            }
+            chips[j * WM_CELLS + i] = val - (float)(2.0 * syn / (G * G));
+        }
+    }
+}
+
+static bool decode_key(const float chips[WM_NCELLS], const vfy_key *k, vfy_hit *hit)
+{
+    wm_spread *sp = malloc(sizeof *sp);
+    float soft[WM_CODED_BITS];
+    uint8_t info[WM_INFO_BITS], coded[WM_CODED_BITS];
+    uint32_t serial = 0;
+    bool ok = false;
+    if (sp == NULL) {
+        return false;
+    }
+    wm_spread_init(sp, k->key);
+    memset(soft, 0, sizeof soft);
+    for (int i = 0; i < WM_NCELLS; i++) {
+        soft[sp->bit_of_cell[i]] += chips[i] * sp->pn[i];
+    }
+    wm_code_decode(soft, info);
+    if (wm_payload_check(k->key, info, &serial)) {
+        wm_code_encode(info, coded);
+        double acc = 0, e2 = 0;
+        for (int i = 0; i < WM_NCELLS; i++) {
+            int sign = coded[sp->bit_of_cell[i]] ? -sp->pn[i] : sp->pn[i];
+            acc += chips[i] * sign;
+            e2 += (double)chips[i] * chips[i];
+        }
+        hit->vendor_id = k->vendor_id;
+        hit->epoch = k->epoch;
+        hit->serial = serial;
+        hit->msg_z = e2 > 0 ? acc / sqrt(e2) : 0;
+        ok = true;
+    }
+    sodium_memzero(info, sizeof info);
+    free(sp);
+    return ok;
+}
+
+typedef struct cand {
+    vfy_geom g;
+    int level;
+    double z;
+} cand;
+
+ct_status vfy_detect(ct_ctx *ctx, const vfy_input *in, const uint8_t sync_key[WM_KEYBYTES],
+                     const vfy_key *keys, size_t nkeys, vfy_result *out)
+{
+    ct_status st = CT_OK;
+    level lv[NLEVEL];
+    cand cands[MAX_CANDS];
+    int ncand = 0, nlv = 0;
+    wm_sync sync;
+    folded *fd = NULL;
+    float *res = NULL;
+    float chips[WM_NCELLS];
+
+    memset(out, 0, sizeof *out);
+    memset(lv, 0, sizeof lv);
+    if (in->w < 64 || in->h < 64) {
+        return CT_OK; /* too small to carry a tile: nothing found */
+    }
+    wm_sync_init(&sync, sync_key);
+    fd = ct_malloc(ctx, sizeof *fd);
+    res = ct_mallocarray(ctx, (size_t)in->w * in->h, sizeof *res);
+    if (fd == NULL || res == NULL) {
+        st = CT_ERR_NOMEM;
+        goto done;
+    }
+    lv[0].w = in->w;
+    lv[0].h = in->h;
+    lv[0].y = (float *)in->y;
+    lv[0].wt = (float *)in->weight;
+    nlv = 1;
+    while (nlv < NLEVEL && lv[nlv - 1].w / 2 >= 96 && lv[nlv - 1].h / 2 >= 96) {
+        st = halve(ctx, &lv[nlv - 1], &lv[nlv]);
+        nlv++;
+        if (st != CT_OK) {
+            goto done;
+        }
+    }
+    /* Level 0 looks for periods 40..330 pixels, each further level for the
+     * next octave; levels whose spectrum would be too large are left to
+     * the next one down. */
+    bool first = true;
+    for (int l = 0; l < nlv; l++) {
+        if ((lv[l].w > 2048 || lv[l].h > 2048) && l + 1 < nlv) {
+            continue;
+        }
+        double pmin = first ? 40.0 : 165.0;
+        first = false;
+        vfy_geom g[PER_LEVEL];
+        int n = 0;
+        st = vfy_sync_search(ctx, lv[l].y, lv[l].wt, lv[l].w, lv[l].h, &sync, pmin, 330.0, g,
+                             PER_LEVEL, &n);
+        if (st != CT_OK) {
+            goto done;
+        }
+        for (int i = 0; i < n && ncand < MAX_CANDS; i++) {
+            cands[ncand].g = g[i];
+            cands[ncand].level = l;
+            cands[ncand].z = 0;
+            ncand++;
+        }
+    }
+    /* First-order check of every candidate: fold and correlate the sync. */
+    int last_level = -1;
+    double last_period = 0;
+    for (int c = 0; c < ncand; c++) {
+        const level *L = &lv[cands[c].level];
+        double det = fabs(cands[c].g.b[0][0] * cands[c].g.b[1][1] -
+                          cands[c].g.b[0][1] * cands[c].g.b[1][0]);
+        double period = det > 0 ? WM_CELLS / sqrt(det) : 0;
+        if (period < 8) {
+            continue;
+        }
+        if (cands[c].level != last_level || fabs(period / last_period - 1) > 0.15) {
+            st = residual(ctx, L, period, res);
+            if (st != CT_OK) {
+                goto done;
+            }
+            last_level = cands[c].level;
+            last_period = period;
+        }
+        fold(res, L->w, L->h, &cands[c].g, fd->tile, fd->wsum);
+        find_offset(fd, &sync);
+        cands[c].z = fd->z;
+        if (getenv("CT_VFY_DEBUG")) {
+            fprintf(stderr, "cand L%d P=%.2f ang=%.2f det=%.4g score=%.3f z=%.2f\n", cands[c].level,
+                    period * (1 << cands[c].level),
+                    atan2(cands[c].g.b[1][0], cands[c].g.b[1][1]) * 180 / M_PI,
+                    cands[c].g.b[0][0] * cands[c].g.b[1][1] - cands[c].g.b[0][1] * cands[c].g.b[1][0],
+                    cands[c].g.score, fd->z);
+        }
+    }
+    for (int i = 0; i < ncand; i++) {
+        for (int j = i + 1; j < ncand; j++) {
+            if (cands[j].z > cands[i].z) {
+                cand t = cands[i];
+                cands[i] = cands[j];
+                cands[j] = t;
+            }
+        }
+    }
+    /* Decode the strongest few. */
+    last_level = -1;
+    for (int c = 0; c < ncand && c < DECODE_CANDS && out->nhits == 0; c++) {
+        const level *L = &lv[cands[c].level];
+        double det = fabs(cands[c].g.b[0][0] * cands[c].g.b[1][1] -
+                          cands[c].g.b[0][1] * cands[c].g.b[1][0]);
+        double period = WM_CELLS / sqrt(det);
+        st = residual(ctx, L, period, res);
+        if (st != CT_OK) {
+            goto done;
+        }
+        fold(res, L->w, L->h, &cands[c].g, fd->tile, fd->wsum);
+        find_offset(fd, &sync);
+        chips_of(fd, &sync, chips);
+        if (c == 0) {
+            out->period = period * (1u << cands[c].level);
+            out->angle = atan2(cands[c].g.b[1][0], cands[c].g.b[1][1]) * 180.0 / M_PI;
+            out->mirrored = (cands[c].g.b[0][0] * cands[c].g.b[1][1] -
+                             cands[c].g.b[0][1] * cands[c].g.b[1][0]) < 0;
+            out->sync_z = fd->z;
+        }
+        for (size_t k = 0; k < nkeys; k++) {
+            out->trials++;
+            vfy_hit hit;
+            if (decode_key(chips, &keys[k], &hit) && out->nhits < VFY_MAX_HITS) {
+                out->hits[out->nhits++] = hit;
+            }
+        }
+    }
+    out->false_positive_probability = fmin(1.0, (double)out->trials * ldexp(1.0, -WM_TAG_BITS));
+done:
+    for (int l = 1; l < nlv; l++) {
+        free(lv[l].y);
+        free(lv[l].wt);
+    }
+    free(fd);
+    free(res);
+    return st;
+}

@@ -1,0 +1,483 @@
+/* verify: the geometry search in the Fourier domain.
+ *
+ * The sync signal is a sum of sinusoids at integer frequencies of the
+ * tile, so a marked image's power spectrum has peaks at F R(-a) g_k / P
+ * (period P, angle a, mirror F, template frequencies g_k), whatever the
+ * crop. The whitened spectrum is searched over (P, a, mirror) for the
+ * hypothesis whose predicted peaks carry the most power (a first-order
+ * template match, not the autocorrelation, which breaks first); the best
+ * few are refined and their 2x2 map fitted from the peaks' centroids by
+ * least squares, which also absorbs small aspect changes. */
+#include "vfy.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <stdio.h>
+
+#include <fftw3.h>
+
+/* FFTW's planner is not thread safe; plans are made under this lock. It is
+ * the library's only static state and holds no data. */
+static pthread_mutex_t plan_lock = PTHREAD_MUTEX_INITIALIZER;
+
+#define WHITEN_R 6     /* half-size of the whitening window, bins */
+#define CLIP     16.0f /* one content peak may not outvote the template */
+
+typedef struct spec {
+    int W, H, Wh;
+    float *sw; /* whitened power, H rows of Wh */
+    float *mx; /* 3x3 max of sw */
+} spec;
+
+static void spec_free(spec *s)
+{
+    free(s->sw);
+    free(s->mx);
+}
+
+static inline float spec_at(const spec *s, const float *a, double bx, double by)
+{
+    if (bx < 0) {
+        bx = -bx;
+        by = -by;
+    }
+    long ix = lround(bx), iy = lround(by);
+    if (ix >= s->Wh) {
+        return 0.0f;
+    }
+    iy %= s->H;
+    if (iy < 0) {
+        iy += s->H;
+    }
+    return a[(size_t)iy * s->Wh + (size_t)ix];
+}
+
+/* Bilinear read of sw (for refinement). */
+static float spec_interp(const spec *s, double bx, double by)
+{
+    if (bx < 0) {
+        bx = -bx;
+        by = -by;
+    }
+    double fx = floor(bx), fy = floor(by);
+    double ax = bx - fx, ay = by - fy;
+    float v00 = spec_at(s, s->sw, fx, fy), v10 = spec_at(s, s->sw, fx + 1, fy);
+    float v01 = spec_at(s, s->sw, fx, fy + 1), v11 = spec_at(s, s->sw, fx + 1, fy + 1);
+    return (float)((1 - ay) * ((1 - ax) * v00 + ax * v10) + ay * ((1 - ax) * v01 + ax * v11));
+}
+
+
+#define PREW_MEAN_R 15
+#define PREW_STD_R  3
+
+/* Box mean over (2r+1)^2 through an integral image, clamped at borders. */
+static void box_filter(const float *src, uint32_t w, uint32_t h, int r, double *ii, float *dst,
+                       bool square)
+{
+    size_t W1 = (size_t)w + 1;
+    memset(ii, 0, W1 * sizeof *ii);
+    for (uint32_t y = 0; y < h; y++) {
+        double row = 0;
+        ii[(size_t)(y + 1) * W1] = 0;
+        for (uint32_t x = 0; x < w; x++) {
+            double v = src[(size_t)y * w + x];
+            row += square ? v * v : v;
+            ii[(size_t)(y + 1) * W1 + x + 1] = ii[(size_t)y * W1 + x + 1] + row;
+        }
+    }
+    for (uint32_t y = 0; y < h; y++) {
+        long y0 = (long)y - r < 0 ? 0 : (long)y - r;
+        long y1 = (long)y + r + 1 > (long)h ? (long)h : (long)y + r + 1;
+        for (uint32_t x = 0; x < w; x++) {
+            long x0 = (long)x - r < 0 ? 0 : (long)x - r;
+            long x1 = (long)x + r + 1 > (long)w ? (long)w : (long)x + r + 1;
+            double sum = ii[(size_t)y1 * W1 + (size_t)x1] - ii[(size_t)y0 * W1 + (size_t)x1] -
+                         ii[(size_t)y1 * W1 + (size_t)x0] + ii[(size_t)y0 * W1 + (size_t)x0];
+            dst[(size_t)y * w + x] = (float)(sum / (double)((x1 - x0) * (y1 - y0)));
+        }
+    }
+}
+
+static ct_status prewhiten(ct_ctx *ctx, const float *img, const float *weight, uint32_t w,
+                           uint32_t h, float *out)
+{
+    size_t n = (size_t)w * h;
+    double *ii = ct_mallocarray(ctx, ((size_t)w + 1) * ((size_t)h + 1), sizeof *ii);
+    float *m = ct_mallocarray(ctx, n, sizeof *m);
+    ct_status st = CT_OK;
+    if (ii == NULL || m == NULL) {
+        st = CT_ERR_NOMEM;
+        goto done;
+    }
+    box_filter(img, w, h, PREW_MEAN_R, ii, m, false);
+    for (size_t i = 0; i < n; i++) {
+        out[i] = img[i] - m[i];
+    }
+    box_filter(out, w, h, PREW_STD_R, ii, m, true);
+    for (size_t i = 0; i < n; i++) {
+        float e = out[i] / (sqrtf(fmaxf(m[i], 0.0f)) + 1.0f);
+        e = e > 3.0f ? 3.0f : (e < -3.0f ? -3.0f : e);
+        if (weight != NULL && weight[i] < 0.5f) {
+            e = 0;
+        }
+        out[i] = e;
+    }
+done:
+    free(ii);
+    free(m);
+    return st;
+}
+
+static ct_status spec_make(ct_ctx *ctx, const float *img, const float *weight, uint32_t w,
+                           uint32_t h, spec *s)
+{
+    ct_status st = CT_OK;
+    float *in = NULL, *pw = NULL, *tmp = NULL;
+    fftwf_complex *out = NULL;
+    fftwf_plan plan = NULL;
+    int W = (int)w, H = (int)h, Wh = W / 2 + 1;
+    size_t n = (size_t)W * H, nh = (size_t)H * Wh;
+
+    memset(s, 0, sizeof *s);
+    in = fftwf_malloc(n * sizeof *in);
+    out = fftwf_malloc(nh * sizeof *out);
+    pw = ct_mallocarray(ctx, nh, sizeof *pw);
+    tmp = ct_mallocarray(ctx, nh, sizeof *tmp);
+    s->sw = ct_mallocarray(ctx, nh, sizeof *s->sw);
+    s->mx = ct_mallocarray(ctx, nh, sizeof *s->mx);
+    if (in == NULL || out == NULL || pw == NULL || tmp == NULL || s->sw == NULL || s->mx == NULL) {
+        st = ct_fail(ctx, CT_ERR_NOMEM, "out of memory for the spectrum");
+        goto done;
+    }
+    s->W = W;
+    s->H = H;
+    s->Wh = Wh;
+    /* Local normalisation before the transform: subtract a wide local mean
+     * (PREW_MEAN_R, keeps the sync band) and divide by the local deviation
+     * over a small window. Edges and ink lines then no longer flood the
+     * spectrum, and since the embedder's budget grows with the same local
+     * deviation, the mark comes out at about one level everywhere. Then a
+     * Hann window keeps the image border from smearing power over every bin;
+     * transparent pixels count as zero. */
+    st = prewhiten(ctx, img, weight, w, h, in);
+    if (st != CT_OK) {
+        goto done;
+    }
+    for (int y = 0; y < H; y++) {
+        float wy = 0.5f - 0.5f * cosf(2.0f * (float)M_PI * (y + 0.5f) / H);
+        for (int x = 0; x < W; x++) {
+            float wx = 0.5f - 0.5f * cosf(2.0f * (float)M_PI * (x + 0.5f) / W);
+            in[(size_t)y * W + x] *= wx * wy;
+        }
+    }
+    pthread_mutex_lock(&plan_lock);
+    plan = fftwf_plan_dft_r2c_2d(H, W, in, out, FFTW_ESTIMATE);
+    pthread_mutex_unlock(&plan_lock);
+    if (plan == NULL) {
+        st = ct_fail(ctx, CT_ERR_NOMEM, "cannot plan the FFT");
+        goto done;
+    }
+    fftwf_execute(plan);
+    for (size_t i = 0; i < nh; i++) {
+        pw[i] = out[i][0] * out[i][0] + out[i][1] * out[i][1];
+    }
+    /* Whitening: divide by the local mean power (box of 2R+1 bins; x
+     * clamped, y periodic as the FFT is). */
+    for (int y = 0; y < H; y++) {
+        const float *row = pw + (size_t)y * Wh;
+        double acc = 0;
+        int lo = 0, hi = -1;
+        for (int x = 0; x < Wh; x++) {
+            int nlo = x - WHITEN_R < 0 ? 0 : x - WHITEN_R;
+            int nhi = x + WHITEN_R >= Wh ? Wh - 1 : x + WHITEN_R;
+            while (hi < nhi) {
+                acc += row[++hi];
+            }
+            while (lo < nlo) {
+                acc -= row[lo++];
+            }
+            tmp[(size_t)y * Wh + x] = (float)(acc / (hi - lo + 1));
+        }
+    }
+    for (int x = 0; x < Wh; x++) {
+        double acc = 0;
+        for (int k = -WHITEN_R; k <= WHITEN_R; k++) {
+            acc += tmp[(size_t)((k + H) % H) * Wh + x];
+        }
+        for (int y = 0; y < H; y++) {
+            float m = (float)(acc / (2 * WHITEN_R + 1));
+            size_t i = (size_t)y * Wh + x;
+            float v = m > 0 ? pw[i] / m : 0.0f;
+            s->sw[i] = v > CLIP ? CLIP : v;
+            acc += tmp[(size_t)((y + WHITEN_R + 1) % H) * Wh + x];
+            acc -= tmp[(size_t)((y - WHITEN_R + H) % H) * Wh + x];
+        }
+    }
+    /* Near DC, content dominates whatever the whitening: not evidence. */
+    for (int y = -3; y <= 3; y++) {
+        for (int x = 0; x <= 3 && x < Wh; x++) {
+            s->sw[(size_t)((y + H) % H) * Wh + x] = 0;
+        }
+    }
+    /* 3x3 max, so a coarse step of one bin never steps over a peak. */
+    for (int y = 0; y < H; y++) {
+        const float *r0 = s->sw + (size_t)((y - 1 + H) % H) * Wh;
+        const float *r1 = s->sw + (size_t)y * Wh;
+        const float *r2 = s->sw + (size_t)((y + 1) % H) * Wh;
+        for (int x = 0; x < Wh; x++) {
+            int xa = x > 0 ? x - 1 : x, xb = x + 1 < Wh ? x + 1 : x;
+            float m = r0[xa];
+            m = fmaxf(m, fmaxf(r0[x], r0[xb]));
+            m = fmaxf(m, fmaxf(r1[xa], fmaxf(r1[x], r1[xb])));
+            m = fmaxf(m, fmaxf(r2[xa], fmaxf(r2[x], r2[xb])));
+            s->mx[(size_t)y * Wh + x] = m;
+        }
+    }
+done:
+    if (plan != NULL) {
+        pthread_mutex_lock(&plan_lock);
+        fftwf_destroy_plan(plan);
+        pthread_mutex_unlock(&plan_lock);
+    }
+    fftwf_free(in);
+    fftwf_free(out);
+    free(pw);
+    free(tmp);
+    if (st != CT_OK) {
+        spec_free(s);
+    }
+    return st;
+}
+
+typedef struct hyp {
+    double logp, ang;
+    int mirror;
+    double score;
+} hyp;
+
+/* Predicted bin of template frequency k under (P, angle, mirror). */
+static inline void predict(const spec *s, const wm_sync *sy, int k, double P, double c, double sn,
+                           int mirror, double *bx, double *by)
+{
+    double fx = (c * sy->p[k] + sn * sy->q[k]) / P;
+    double fy = (-sn * sy->p[k] + c * sy->q[k]) / P;
+    if (mirror) {
+        fx = -fx;
+    }
+    *bx = fx * s->W;
+    *by = fy * s->H;
+}
+
+static double score_at(const spec *s, const wm_sync *sy, const float *arr, double P, double ang,
+                       int mirror, bool interp)
+{
+    double c = cos(ang), sn = sin(ang), acc = 0;
+    for (int k = 0; k < WM_SYNC_K; k++) {
+        double bx, by;
+        predict(s, sy, k, P, c, sn, mirror, &bx, &by);
+        acc += interp ? spec_interp(s, bx, by) : spec_at(s, arr, bx, by);
+    }
+    return acc / WM_SYNC_K;
+}
+
+#define MAX_ANGLE (10.5 * M_PI / 180.0)
+#define TOPN      12
+
+static void keep_top(hyp *top, int *n, const hyp *h, double dl, double da)
+{
+    /* Non-maximum suppression: one entry per neighbourhood. */
+    for (int i = 0; i < *n; i++) {
+        if (top[i].mirror == h->mirror && fabs(top[i].logp - h->logp) < 4 * dl &&
+            fabs(top[i].ang - h->ang) < 4 * da) {
+            if (h->score > top[i].score) {
+                top[i] = *h;
+            }
+            return;
+        }
+    }
+    if (*n < TOPN) {
+        top[(*n)++] = *h;
+        return;
+    }
+    int worst = 0;
+    for (int i = 1; i < *n; i++) {
+        if (top[i].score < top[worst].score) {
+            worst = i;
+        }
+    }
+    if (h->score > top[worst].score) {
+        top[worst] = *h;
+    }
+}
+
+/* Fit the 2x2 frequency map from the peaks near their predicted places:
+ * f_k ~ M g_k, with M = B^T / 64 and B the pixel -> cell map. */
+static bool fit_map(const spec *s, const wm_sync *sy, double P, double ang, int mirror,
+                    double b[2][2])
+{
+    double c = cos(ang), sn = sin(ang);
+    double sgg[2][2] = {{0, 0}, {0, 0}}, sfg[2][2] = {{0, 0}, {0, 0}};
+    int used = 0;
+    for (int k = 0; k < WM_SYNC_K; k++) {
+        double bx, by;
+        predict(s, sy, k, P, c, sn, mirror, &bx, &by);
+        double sign = 1;
+        if (bx < 0) {
+            bx = -bx;
+            by = -by;
+            sign = -1;
+        }
+        long ix = lround(bx), iy = lround(by);
+        double wsum = 0, mx = 0, my = 0, peak = 0;
+        for (long dy = -2; dy <= 2; dy++) {
+            for (long dx = -2; dx <= 2; dx++) {
+                float v = spec_at(s, s->sw, (double)(ix + dx), (double)(iy + dy));
+                peak = fmax(peak, v);
+                double e = v - 1.5; /* above the whitened floor */
+                if (e > 0) {
+                    wsum += e;
+                    mx += e * (double)(ix + dx);
+                    my += e * (double)(iy + dy);
+                }
+            }
+        }
+        if (peak < 5.0 || wsum <= 0) {
+            continue;
+        }
+        double fx = sign * (mx / wsum) / s->W, fy = sign * (my / wsum) / s->H;
+        double g[2] = {sy->p[k], sy->q[k]}, f[2] = {fx, fy};
+        double wt = peak;
+        for (int i = 0; i < 2; i++) {
+            for (int j = 0; j < 2; j++) {
+                sgg[i][j] += wt * g[i] * g[j];
+                sfg[i][j] += wt * f[i] * g[j];
+            }
+        }
+        used++;
+    }
+    if (used < 8) {
+        return false;
+    }
+    double det = sgg[0][0] * sgg[1][1] - sgg[0][1] * sgg[1][0];
+    if (fabs(det) < 1e-9) {
+        return false;
+    }
+    double inv[2][2] = {{sgg[1][1] / det, -sgg[0][1] / det}, {-sgg[1][0] / det, sgg[0][0] / det}};
+    double m[2][2];
+    for (int i = 0; i < 2; i++) {
+        for (int j = 0; j < 2; j++) {
+            m[i][j] = sfg[i][0] * inv[0][j] + sfg[i][1] * inv[1][j];
+        }
+    }
+    /* B = 64 M^T */
+    for (int i = 0; i < 2; i++) {
+        for (int j = 0; j < 2; j++) {
+            b[i][j] = WM_CELLS * m[j][i];
+        }
+    }
+    return true;
+}
+
+static void map_from(double P, double ang, int mirror, double b[2][2])
+{
+    /* cell = (64/P) R(ang) F pixel */
+    double k = WM_CELLS / P, c = cos(ang), sn = sin(ang), f = mirror ? -1 : 1;
+    b[0][0] = k * c * f;
+    b[0][1] = -k * sn;
+    b[1][0] = k * sn * f;
+    b[1][1] = k * c;
+}
+
+ct_status vfy_sync_search(ct_ctx *ctx, const float *img, const float *weight, uint32_t w,
+                          uint32_t h, const wm_sync *sync, double pmin, double pmax,
+                          vfy_geom *cands, int max, int *ncands)
+{
+    spec s;
+    hyp top[TOPN];
+    int ntop = 0;
+    *ncands = 0;
+    ct_status st = spec_make(ctx, img, weight, w, h, &s);
+    if (st != CT_OK) {
+        return st;
+    }
+    double big = (double)(s.W > s.H ? s.W : s.H);
+    if (getenv("CT_VFY_DEBUG") && pmin < 100) {
+        fprintf(stderr, "true-geom score mx=%.3f sw=%.3f; per-peak:", score_at(&s, sync, s.mx, 240, 0, 0, false),
+                score_at(&s, sync, s.sw, 240, 0, 0, true));
+        for (int k = 0; k < WM_SYNC_K; k++) {
+            double bx, by;
+            predict(&s, sync, k, 240, 1, 0, 0, &bx, &by);
+            fprintf(stderr, " %.1f", spec_at(&s, s.sw, bx, by));
+        }
+        fprintf(stderr, "\n");
+    }
+    /* The outermost peak moves about one bin per step. */
+    for (double lp = log(pmax); lp >= log(pmin);) {
+        double P = exp(lp);
+        double step = P / (WM_SYNC_RMAX * big);
+        for (int m = 0; m < 2; m++) {
+            for (double a = -MAX_ANGLE; a <= MAX_ANGLE; a += step) {
+                hyp hh = {lp, a, m, score_at(&s, sync, s.mx, P, a, m, false)};
+                if (ntop < TOPN || hh.score > top[ntop - 1].score - 1e9) {
+                    keep_top(top, &ntop, &hh, step, step);
+                }
+            }
+        }
+        lp -= step;
+    }
+    /* Refine on the unfiltered spectrum, then fit the map from the peaks. */
+    for (int i = 0; i < ntop; i++) {
+        double P = exp(top[i].logp);
+        double step = P / (WM_SYNC_RMAX * big);
+        hyp best = top[i];
+        best.score = -1;
+        for (int di = -6; di <= 6; di++) {
+            for (int dj = -6; dj <= 6; dj++) {
+                double lp = top[i].logp + di * step / 4, a = top[i].ang + dj * step / 4;
+                double sc = score_at(&s, sync, s.sw, exp(lp), a, top[i].mirror, true);
+                if (sc > best.score) {
+                    best.logp = lp;
+                    best.ang = a;
+                    best.score = sc;
+                }
+            }
+        }
+        top[i] = best;
+    }
+    /* Refinement can walk two entries onto one peak: keep the better. */
+    for (int i = 0; i < ntop; i++) {
+        for (int j = i + 1; j < ntop; j++) {
+            double step = exp(top[i].logp) / (WM_SYNC_RMAX * big);
+            if (top[i].mirror == top[j].mirror && fabs(top[i].logp - top[j].logp) < 2 * step &&
+                fabs(top[i].ang - top[j].ang) < 2 * step) {
+                if (top[j].score > top[i].score) {
+                    top[i] = top[j];
+                }
+                top[j] = top[--ntop];
+                j--;
+            }
+        }
+    }
+    /* Best first. */
+    for (int i = 0; i < ntop; i++) {
+        for (int j = i + 1; j < ntop; j++) {
+            if (top[j].score > top[i].score) {
+                hyp t = top[i];
+                top[i] = top[j];
+                top[j] = t;
+            }
+        }
+    }
+    for (int i = 0; i < ntop && *ncands < max; i++) {
+        vfy_geom *g = &cands[(*ncands)++];
+        double P = exp(top[i].logp);
+        if (!fit_map(&s, sync, P, top[i].ang, top[i].mirror, g->b)) {
+            map_from(P, top[i].ang, top[i].mirror, g->b);
+        }
+        g->score = top[i].score;
+    }
+    spec_free(&s);
+    return CT_OK;
+}

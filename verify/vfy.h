@@ -1,0 +1,68 @@
+/* verify: blind detection. Finds the tile's geometry from the sync
+ * signal's peaks in the spectrum, folds the image onto one tile, finds the
+ * offset from the sync phases, then decodes each vendor's payload and
+ * accepts only an authenticated one. Uses watermark/'s sync, spreading,
+ * code and payload check: no copy of them lives here. */
+#ifndef CT_VFY_H
+#define CT_VFY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/core.h"
+#include "watermark/wm.h"
+
+typedef struct vfy_input {
+    uint32_t w, h;
+    const float *y;      /* luma, 8-bit levels */
+    const float *weight; /* visibility 0..1, or NULL */
+} vfy_input;
+
+typedef struct vfy_key {
+    uint32_t vendor_id;
+    uint32_t epoch;
+    uint8_t key[WM_KEYBYTES];
+} vfy_key;
+
+#define VFY_MAX_HITS 8
+
+typedef struct vfy_hit {
+    uint32_t vendor_id;
+    uint32_t epoch;
+    uint32_t serial;
+    double msg_z;  /* correlation of the decoded codeword with the chips, in sigmas */
+} vfy_hit;
+
+typedef struct vfy_result {
+    int nhits;
+    vfy_hit hits[VFY_MAX_HITS];
+    /* Geometry of the best candidate (informative). */
+    double period;   /* tile period in the suspect, pixels */
+    double angle;    /* degrees */
+    bool mirrored;
+    double sync_z;   /* sync correlation of the best candidate, in sigmas */
+    /* Every (geometry candidate, vendor key) pair that was decoded is one
+     * chance for noise to pass the 48-bit tag. */
+    uint64_t trials;
+    double false_positive_probability; /* trials * 2^-48, at most 1 */
+} vfy_result;
+
+ct_status vfy_detect(ct_ctx *ctx, const vfy_input *in, const uint8_t sync_key[WM_KEYBYTES],
+                     const vfy_key *keys, size_t nkeys, vfy_result *out);
+
+/* ---- internals shared between the files of verify/ ---- */
+
+/* A 2x2 map from suspect pixels to tile cells: cell = B * pixel. */
+typedef struct vfy_geom {
+    double b[2][2];
+    double score; /* spectral score */
+} vfy_geom;
+
+/* Candidate geometries from the spectrum of img (w x h), best first; at
+ * most max. */
+ct_status vfy_sync_search(ct_ctx *ctx, const float *img, const float *weight, uint32_t w,
+                          uint32_t h, const wm_sync *sync, double pmin, double pmax,
+                          vfy_geom *cands, int max, int *ncands);
+
+#endif

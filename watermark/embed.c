@@ -1,0 +1,198 @@
+/* watermark: embedding. Renders one period of the tile, multiplies it by
+ * the perceptual budget, keeps every pixel inside its channel range, and
+ * rounds to whole levels by error diffusion so that sub-level marks in flat
+ * areas survive as a dither whose local mean follows the mark. */
+#include "wm.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sodium.h>
+
+/* Render P x P pixels of the tile: pixel x maps to cell coordinate
+ * u = x * WM_CELLS / P. The sync sum is separable (cos(a+b) = cos a cos b -
+ * sin a sin b), which keeps this at 2*K multiplies per pixel. */
+static ct_status render_tile(ct_ctx *ctx, const int8_t chips[WM_NCELLS], const wm_sync *s, int P,
+                             float *out)
+{
+    size_t n = (size_t)P * WM_SYNC_K;
+    float *cx = ct_mallocarray(ctx, n, sizeof *cx);
+    float *sx = ct_mallocarray(ctx, n, sizeof *sx);
+    float *cy = ct_mallocarray(ctx, n, sizeof *cy);
+    float *sy = ct_mallocarray(ctx, n, sizeof *sy);
+    ct_status st = CT_OK;
+    if (cx == NULL || sx == NULL || cy == NULL || sy == NULL) {
+        st = CT_ERR_NOMEM;
+        goto done;
+    }
+    double scale = (double)WM_CELLS / P;
+    float norm = (float)(WM_ALPHA_SYNC / sqrt(WM_SYNC_K / 2.0));
+    for (int i = 0; i < P; i++) {
+        double u = i * scale;
+        for (int k = 0; k < WM_SYNC_K; k++) {
+            double ax = 2.0 * M_PI * s->p[k] * u / WM_CELLS + s->phase[k];
+            double ay = 2.0 * M_PI * s->q[k] * u / WM_CELLS;
+            cx[(size_t)i * WM_SYNC_K + k] = (float)cos(ax);
+            sx[(size_t)i * WM_SYNC_K + k] = (float)sin(ax);
+            cy[(size_t)i * WM_SYNC_K + k] = (float)cos(ay);
+            sy[(size_t)i * WM_SYNC_K + k] = (float)sin(ay);
+        }
+    }
+    for (int y = 0; y < P; y++) {
+        const float *cyr = cy + (size_t)y * WM_SYNC_K, *syr = sy + (size_t)y * WM_SYNC_K;
+        for (int x = 0; x < P; x++) {
+            const float *cxr = cx + (size_t)x * WM_SYNC_K, *sxr = sx + (size_t)x * WM_SYNC_K;
+            float acc = 0;
+            for (int k = 0; k < WM_SYNC_K; k++) {
+                acc += cxr[k] * cyr[k] - sxr[k] * syr[k];
+            }
+            out[(size_t)y * P + x] = acc * norm;
+        }
+    }
+    /* Chips: bilinear between cell centres. */
+    for (int y = 0; y < P; y++) {
+        double v = y * scale;
+        double fv = floor(v);
+        float b = (float)(v - fv);
+        int j0 = (int)fv & (WM_CELLS - 1), j1 = (j0 + 1) & (WM_CELLS - 1);
+        for (int x = 0; x < P; x++) {
+            double u = x * scale;
+            double fu = floor(u);
+            float a = (float)(u - fu);
+            int i0 = (int)fu & (WM_CELLS - 1), i1 = (i0 + 1) & (WM_CELLS - 1);
+            float c = (1 - b) * ((1 - a) * chips[j0 * WM_CELLS + i0] + a * chips[j0 * WM_CELLS + i1]) +
+                      b * ((1 - a) * chips[j1 * WM_CELLS + i0] + a * chips[j1 * WM_CELLS + i1]);
+            out[(size_t)y * P + x] += WM_ALPHA_MSG * c;
+        }
+    }
+done:
+    free(cx);
+    free(sx);
+    free(cy);
+    free(sy);
+    return st;
+}
+
+/* The global ceiling: whatever the mask allows, the luma PSNR of a marked
+ * image stays at or above this (textured paintings would otherwise take
+ * the whole budget everywhere). */
+#define PSNR_FLOOR_DB 42.5
+
+ct_status wm_embed(ct_ctx *ctx, const wm_plane *pl, const uint8_t sync_key[WM_KEYBYTES],
+                   const uint8_t vendor_key[WM_KEYBYTES], const wm_embed_params *prm,
+                   float *delta)
+{
+    ct_status st = CT_OK;
+    wm_sync sync;
+    wm_spread *sp = NULL;
+    uint8_t info[WM_INFO_BITS], coded[WM_CODED_BITS];
+    int8_t chips[WM_NCELLS];
+    float *tile = NULL, *amp = NULL, *err = NULL;
+    size_t npix;
+    uint32_t w = pl->w, h = pl->h;
+    int P = wm_period_for(w, h);
+
+    if (!ct_mul(&npix, w, h)) {
+        return ct_fail(ctx, CT_ERR_LIMIT, "image too large");
+    }
+    sp = ct_malloc(ctx, sizeof *sp);
+    tile = ct_mallocarray(ctx, (size_t)P * P, sizeof *tile);
+    amp = ct_mallocarray(ctx, npix, sizeof *amp);
+    err = ct_calloc(ctx, 2 * ((size_t)w + 2), sizeof *err);
+    if (sp == NULL || tile == NULL || amp == NULL || err == NULL) {
+        st = CT_ERR_NOMEM;
+        goto done;
+    }
+    wm_sync_init(&sync, sync_key);
+    wm_spread_init(sp, vendor_key);
+    wm_payload_make(vendor_key, prm->serial, info);
+    wm_code_encode(info, coded);
+    wm_chips(sp, coded, chips);
+    st = render_tile(ctx, chips, &sync, P, tile);
+    if (st != CT_OK) {
+        goto done;
+    }
+    st = wm_mask(ctx, pl, prm->strength, amp);
+    if (st != CT_OK) {
+        goto done;
+    }
+
+    /* Continuous mark, clipped to what each pixel can take. */
+    double sum2 = 0;
+    for (uint32_t y = 0; y < h; y++) {
+        const float *trow = tile + (size_t)(y % (uint32_t)P) * P;
+        for (uint32_t x = 0; x < w; x++) {
+            size_t i = (size_t)y * w + x;
+            float d = amp[i] * trow[x % (uint32_t)P];
+            if (pl->room_up != NULL && d > pl->room_up[i]) {
+                d = pl->room_up[i];
+            }
+            if (pl->room_down != NULL && d < -pl->room_down[i]) {
+                d = -pl->room_down[i];
+            }
+            delta[i] = d;
+            sum2 += (double)d * d;
+        }
+    }
+    double rms = sqrt(sum2 / (double)npix);
+    double cap = 255.0 * pow(10.0, -PSNR_FLOOR_DB / 20.0);
+    /* Rounding adds about 1/12 level^2 of its own; leave room for it. */
+    if (!pl->fine) {
+        cap = sqrt(fmax(cap * cap - 1.0 / 12.0, 0.25));
+    }
+    if (rms > cap) {
+        float k = (float)(cap / rms);
+        for (size_t i = 0; i < npix; i++) {
+            delta[i] *= k;
+        }
+    }
+    if (pl->fine) {
+        goto done;
+    }
+    /* Floyd-Steinberg on the change: whole levels whose local average is the
+     * continuous mark. Transparent pixels neither take nor pass error. */
+    float *e0 = err + 1, *e1 = err + 1 + (w + 2);
+    for (uint32_t y = 0; y < h; y++) {
+        memset(e1 - 1, 0, (w + 2) * sizeof *err);
+        for (uint32_t x = 0; x < w; x++) {
+            size_t i = (size_t)y * w + x;
+            if (pl->weight != NULL && pl->weight[i] <= 0.0f) {
+                delta[i] = 0;
+                continue;
+            }
+            float want = delta[i] + e0[x];
+            float q = rintf(want);
+            float hi = pl->room_up != NULL ? floorf(pl->room_up[i]) : 255.0f;
+            float lo = pl->room_down != NULL ? -floorf(pl->room_down[i]) : -255.0f;
+            if (q > hi) {
+                q = hi;
+            }
+            if (q < lo) {
+                q = lo;
+            }
+            float e = want - q;
+            /* Bound the carried error so a clipped run cannot pile up. */
+            if (e > 1.0f) {
+                e = 1.0f;
+            } else if (e < -1.0f) {
+                e = -1.0f;
+            }
+            delta[i] = q;
+            e0[x + 1] += e * (7.0f / 16);
+            e1[(long)x - 1] += e * (3.0f / 16);
+            e1[x] += e * (5.0f / 16);
+            e1[x + 1] += e * (1.0f / 16);
+        }
+        float *t = e0;
+        e0 = e1;
+        e1 = t;
+    }
+done:
+    sodium_memzero(info, sizeof info);
+    free(sp);
+    free(tile);
+    free(amp);
+    free(err);
+    return st;
+}
