@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -155,17 +156,30 @@ ct_status ct_embed_file(ct_ctx *ctx, const char *vendor, const char *input, cons
         st = CT_ERR_NOMEM;
         goto done;
     }
-    wm_plane wp = {w, h, pl.y, pl.up, pl.down, pl.wt, med_depth(img) == 16};
+    /* Fractional luma over the colour channels only pays for lossless
+     * output: a JPEG encoder rounds luma to whole levels again. */
+    const char *ext = strrchr(output, '.');
+    bool png_out = ext != NULL && strcasecmp(ext, ".png") == 0;
+    bool split = png_out && med_depth(img) == 8 && med_channels(img) >= 3;
+    wm_plane wp = {w, h, pl.y, pl.up, pl.down, pl.wt, med_depth(img) == 16 || split};
     wm_embed_params prm = {strength, randombytes_random()};
     st = wm_embed(ctx, &wp, sync_key, vkey, &prm, delta);
     if (st != CT_OK) {
         goto done;
     }
-    wm_quality(&wp, delta, &out->psnr, &out->ssim);
-    st = med_add_luma(ctx, img, delta);
+    st = med_realize_luma(ctx, img, delta, split);
     if (st != CT_OK) {
         goto done;
     }
+    /* Quality of what was written, not of what was asked for. */
+    st = med_luma(ctx, img, delta, NULL, NULL, NULL);
+    if (st != CT_OK) {
+        goto done;
+    }
+    for (size_t i = 0; i < (size_t)w * h; i++) {
+        delta[i] -= pl.y[i];
+    }
+    wm_quality(&wp, delta, &out->psnr, &out->ssim);
     st = temp_beside(ctx, output, &tmp);
     if (st != CT_OK) {
         goto done;

@@ -2,6 +2,7 @@
 #include "media/med_int.h"
 
 #include <errno.h>
+#include <math.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -582,5 +583,110 @@ ct_status med_add_luma(ct_ctx *ctx, med_image *img, const float *delta)
         return ct_fail(ctx, CT_ERR_MISUSE, "med_add_luma: %u channels at %u bits",
                        img->channels, img->depth);
     }
+    return CT_OK;
+}
+
+/* Luma of one 8-bit step on each channel: BT.601, as med_luma. */
+#define LR 0.299f
+#define LG 0.587f
+#define LB 0.114f
+
+/* Sub-level combinations of +1 steps, by luma: 0, B, R, R+B, G, G+B, R+G. */
+static const uint8_t SPLIT[7][3] = {{0, 0, 0}, {0, 0, 1}, {1, 0, 0}, {1, 0, 1},
+                                    {0, 1, 0}, {0, 1, 1}, {1, 1, 0}};
+
+static int clamp_i(int v, int lo, int hi)
+{
+    return v < lo ? lo : (v > hi ? hi : v);
+}
+
+ct_status med_realize_luma(ct_ctx *ctx, med_image *img, const float *delta, bool split_rgb)
+{
+    size_t n;
+    float *err = NULL;
+    const unsigned ch = img->channels;
+    const bool alpha = ch == 2 || ch == 4;
+    const unsigned colours = alpha ? ch - 1 : ch;
+
+    if (!ct_mul(&n, img->w, img->h)) {
+        return ct_fail(ctx, CT_ERR_LIMIT, "med_realize_luma: image size overflows");
+    }
+    if (img->depth == 16) {
+        uint16_t *p = img->pix;
+        for (size_t i = 0; i < n; i++, p += ch) {
+            if (alpha && p[ch - 1] == 0) {
+                continue;
+            }
+            long d = lroundf(delta[i] * 257.0f);
+            for (unsigned c = 0; c < colours; c++) {
+                p[c] = (uint16_t)clamp_i((int)(p[c] + d), 0, 65535);
+            }
+        }
+        return CT_OK;
+    }
+    err = ct_calloc(ctx, 2 * ((size_t)img->w + 2), sizeof *err);
+    if (err == NULL) {
+        return CT_ERR_NOMEM;
+    }
+    float *e0 = err + 1, *e1 = err + 1 + (img->w + 2);
+    uint8_t *p = img->pix;
+    for (uint32_t y = 0; y < img->h; y++) {
+        memset(e1 - 1, 0, ((size_t)img->w + 2) * sizeof *err);
+        for (uint32_t x = 0; x < img->w; x++, p += ch) {
+            size_t i = (size_t)y * img->w + x;
+            if (alpha && p[ch - 1] == 0) {
+                continue;
+            }
+            float want = delta[i] + e0[x];
+            float got;
+            if (colours == 3 && split_rgb) {
+                float base = floorf(want), frac = want - base;
+                int best = 0;
+                float bestd = 2.0f;
+                for (int k = 0; k < 8; k++) {
+                    float l = k < 7 ? SPLIT[k][0] * LR + SPLIT[k][1] * LG + SPLIT[k][2] * LB : 1.0f;
+                    if (fabsf(frac - l) < bestd) {
+                        bestd = fabsf(frac - l);
+                        best = k;
+                    }
+                }
+                int b = (int)base;
+                int dv[3];
+                for (int c = 0; c < 3; c++) {
+                    int step = best < 7 ? SPLIT[best][c] : 1;
+                    int nv = clamp_i(p[c] + b + step, 0, 255);
+                    dv[c] = nv - p[c];
+                    p[c] = (uint8_t)nv;
+                }
+                got = dv[0] * LR + dv[1] * LG + dv[2] * LB;
+            } else {
+                int q = (int)lrintf(want);
+                int dmin = 255, dmax = -255;
+                for (unsigned c = 0; c < colours; c++) {
+                    int nv = clamp_i(p[c] + q, 0, 255);
+                    int d = nv - p[c];
+                    dmin = d < dmin ? d : dmin;
+                    dmax = d > dmax ? d : dmax;
+                    p[c] = (uint8_t)nv;
+                }
+                /* What luma moved by: exact when nothing clipped. */
+                got = q >= 0 ? (float)dmin : (float)dmax;
+                if (colours == 1) {
+                    got = (float)dmin;
+                }
+            }
+            float e = want - got;
+            /* A clipped run must not pile up error for its neighbours. */
+            e = e > 1.0f ? 1.0f : (e < -1.0f ? -1.0f : e);
+            e0[x + 1] += e * (7.0f / 16);
+            e1[(long)x - 1] += e * (3.0f / 16);
+            e1[x] += e * (5.0f / 16);
+            e1[x + 1] += e * (1.0f / 16);
+        }
+        float *t = e0;
+        e0 = e1;
+        e1 = t;
+    }
+    free(err);
     return CT_OK;
 }

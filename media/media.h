@@ -60,6 +60,20 @@ ct_status med_luma(ct_ctx *ctx, const med_image *img, float *y, float *room_up, 
  * 16-bit images add round(delta*257). */
 ct_status med_add_luma(ct_ctx *ctx, med_image *img, const float *delta);
 
+/* Realise a continuous luma change as closely as the pixel format allows,
+ * carrying each pixel's rounding error to its neighbours (Floyd-Steinberg)
+ * so that the local mean of the change follows delta even where |delta|
+ * is well under a level. Pixels with alpha 0 are left bit-exact.
+ *   16-bit: every colour channel gets round(delta * 257); no diffusion.
+ *   8-bit gray, or split_rgb false: the same whole number on every channel.
+ *   8-bit RGB(A) with split_rgb: whole levels plus a fraction made of +1 on
+ *   some channels (B is 0.114 of a level of luma, R 0.299, R+B 0.413, G
+ *   0.587, ...), so flat colour carries sub-level marks as a fine change of
+ *   a single channel instead of a dither of whole grey levels. Only worth it
+ *   for lossless output: a JPEG encoder rounds luma to whole levels again.
+ * Channels are clipped to their range; the clipped part is diffused too. */
+ct_status med_realize_luma(ct_ctx *ctx, med_image *img, const float *delta, bool split_rgb);
+
 /* ---- added for tests and the api layer ---------------------------------- */
 
 /* What the input carried, for tests and for callers that report it. */

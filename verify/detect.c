@@ -61,96 +61,26 @@ static ct_status halve(ct_ctx *ctx, const level *in, level *out)
     return CT_OK;
 }
 
-/* Box sums through an integral image (double: 4K images overflow float). */
-static void box_mean(const double *ii, uint32_t w, uint32_t h, uint32_t x, uint32_t y, int r,
-                     double *mean)
-{
-    long x0 = (long)x - r, y0 = (long)y - r, x1 = (long)x + r + 1, y1 = (long)y + r + 1;
-    if (x0 < 0) {
-        x0 = 0;
-    }
-    if (y0 < 0) {
-        y0 = 0;
-    }
-    if (x1 > (long)w) {
-        x1 = (long)w;
-    }
-    if (y1 > (long)h) {
-        y1 = (long)h;
-    }
-    size_t W1 = (size_t)w + 1;
-    double s = ii[(size_t)y1 * W1 + (size_t)x1] - ii[(size_t)y0 * W1 + (size_t)x1] -
-               ii[(size_t)y1 * W1 + (size_t)x0] + ii[(size_t)y0 * W1 + (size_t)x0];
-    *mean = s / (double)((x1 - x0) * (y1 - y0));
-}
-
-static void integral(const float *src, uint32_t w, uint32_t h, bool square, double *ii)
-{
-    size_t W1 = (size_t)w + 1;
-    memset(ii, 0, W1 * sizeof *ii);
-    for (uint32_t y = 0; y < h; y++) {
-        double row = 0;
-        ii[(size_t)(y + 1) * W1] = 0;
-        for (uint32_t x = 0; x < w; x++) {
-            double v = src[(size_t)y * w + x];
-            row += square ? v * v : v;
-            ii[(size_t)(y + 1) * W1 + x + 1] = ii[(size_t)y * W1 + x + 1] + row;
-        }
-    }
-}
-
-/* Whitened residual: the image minus its local mean over about 8 cells
- * (which keeps the lowest sync frequency), divided by the local activity
- * over about 1.5 cells plus a floor, and clipped: each pixel then weighs
- * by how much mark it can hide against how much content noise it has. */
+/* Whitened residual for a candidate period: the mean window spans about
+ * 8 cells (so the lowest sync frequency passes), the noise window about
+ * 1.5 cells. */
 static ct_status residual(ct_ctx *ctx, const level *lv, double period, float *res)
 {
-    ct_status st = CT_OK;
-    uint32_t w = lv->w, h = lv->h;
-    size_t W1 = (size_t)w + 1, H1 = (size_t)h + 1;
-    double *ii = ct_mallocarray(ctx, W1 * H1, sizeof *ii);
-    float *tmp = ct_mallocarray(ctx, (size_t)w * h, sizeof *tmp);
-    if (ii == NULL || tmp == NULL) {
-        st = CT_ERR_NOMEM;
-        goto done;
-    }
     int rm = (int)lround(period / 16.0);
     int rs = (int)lround(period / 64.0 * 0.75);
-    if (rm < 2) {
-        rm = 2;
+    ct_status st = vfy_whiten(ctx, lv->y, lv->wt, lv->w, lv->h, rm < 2 ? 2 : rm, rs < 1 ? 1 : rs,
+                              res);
+    if (st != CT_OK) {
+        return st;
     }
-    if (rs < 1) {
-        rs = 1;
-    }
-    integral(lv->y, w, h, false, ii);
-    for (uint32_t y = 0; y < h; y++) {
-        for (uint32_t x = 0; x < w; x++) {
-            double m;
-            box_mean(ii, w, h, x, y, rm, &m);
-            tmp[(size_t)y * w + x] = (float)(lv->y[(size_t)y * w + x] - m);
+    if (lv->wt != NULL) {
+        for (size_t i = 0; i < (size_t)lv->w * lv->h; i++) {
+            if (lv->wt[i] < 0.5f) {
+                res[i] = NAN; /* not folded */
+            }
         }
     }
-    integral(tmp, w, h, true, ii);
-    for (uint32_t y = 0; y < h; y++) {
-        for (uint32_t x = 0; x < w; x++) {
-            double v2;
-            box_mean(ii, w, h, x, y, rs, &v2);
-            float e = tmp[(size_t)y * w + x] / (float)(sqrt(fmax(v2, 0.0)) + 1.5);
-            if (e > 3.0f) {
-                e = 3.0f;
-            } else if (e < -3.0f) {
-                e = -3.0f;
-            }
-            if (lv->wt != NULL && lv->wt[(size_t)y * w + x] < 0.5f) {
-                e = NAN; /* not folded */
-            }
-            res[(size_t)y * w + x] = e;
-        }
-    }
-done:
-    free(ii);
-    free(tmp);
-    return st;
+    return CT_OK;
 }
 
 /* Fold the residual into a G x G tile through cell = B * pixel, splatting

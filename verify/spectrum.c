@@ -70,65 +70,7 @@ static float spec_interp(const spec *s, double bx, double by)
 
 
 #define PREW_MEAN_R 15
-#define PREW_STD_R  3
-
-/* Box mean over (2r+1)^2 through an integral image, clamped at borders. */
-static void box_filter(const float *src, uint32_t w, uint32_t h, int r, double *ii, float *dst,
-                       bool square)
-{
-    size_t W1 = (size_t)w + 1;
-    memset(ii, 0, W1 * sizeof *ii);
-    for (uint32_t y = 0; y < h; y++) {
-        double row = 0;
-        ii[(size_t)(y + 1) * W1] = 0;
-        for (uint32_t x = 0; x < w; x++) {
-            double v = src[(size_t)y * w + x];
-            row += square ? v * v : v;
-            ii[(size_t)(y + 1) * W1 + x + 1] = ii[(size_t)y * W1 + x + 1] + row;
-        }
-    }
-    for (uint32_t y = 0; y < h; y++) {
-        long y0 = (long)y - r < 0 ? 0 : (long)y - r;
-        long y1 = (long)y + r + 1 > (long)h ? (long)h : (long)y + r + 1;
-        for (uint32_t x = 0; x < w; x++) {
-            long x0 = (long)x - r < 0 ? 0 : (long)x - r;
-            long x1 = (long)x + r + 1 > (long)w ? (long)w : (long)x + r + 1;
-            double sum = ii[(size_t)y1 * W1 + (size_t)x1] - ii[(size_t)y0 * W1 + (size_t)x1] -
-                         ii[(size_t)y1 * W1 + (size_t)x0] + ii[(size_t)y0 * W1 + (size_t)x0];
-            dst[(size_t)y * w + x] = (float)(sum / (double)((x1 - x0) * (y1 - y0)));
-        }
-    }
-}
-
-static ct_status prewhiten(ct_ctx *ctx, const float *img, const float *weight, uint32_t w,
-                           uint32_t h, float *out)
-{
-    size_t n = (size_t)w * h;
-    double *ii = ct_mallocarray(ctx, ((size_t)w + 1) * ((size_t)h + 1), sizeof *ii);
-    float *m = ct_mallocarray(ctx, n, sizeof *m);
-    ct_status st = CT_OK;
-    if (ii == NULL || m == NULL) {
-        st = CT_ERR_NOMEM;
-        goto done;
-    }
-    box_filter(img, w, h, PREW_MEAN_R, ii, m, false);
-    for (size_t i = 0; i < n; i++) {
-        out[i] = img[i] - m[i];
-    }
-    box_filter(out, w, h, PREW_STD_R, ii, m, true);
-    for (size_t i = 0; i < n; i++) {
-        float e = out[i] / (sqrtf(fmaxf(m[i], 0.0f)) + 1.0f);
-        e = e > 3.0f ? 3.0f : (e < -3.0f ? -3.0f : e);
-        if (weight != NULL && weight[i] < 0.5f) {
-            e = 0;
-        }
-        out[i] = e;
-    }
-done:
-    free(ii);
-    free(m);
-    return st;
-}
+#define PREW_VAR_R  3
 
 static ct_status spec_make(ct_ctx *ctx, const float *img, const float *weight, uint32_t w,
                            uint32_t h, spec *s)
@@ -154,14 +96,10 @@ static ct_status spec_make(ct_ctx *ctx, const float *img, const float *weight, u
     s->W = W;
     s->H = H;
     s->Wh = Wh;
-    /* Local normalisation before the transform: subtract a wide local mean
-     * (PREW_MEAN_R, keeps the sync band) and divide by the local deviation
-     * over a small window. Edges and ink lines then no longer flood the
-     * spectrum, and since the embedder's budget grows with the same local
-     * deviation, the mark comes out at about one level everywhere. Then a
-     * Hann window keeps the image border from smearing power over every bin;
-     * transparent pixels count as zero. */
-    st = prewhiten(ctx, img, weight, w, h, in);
+    /* Whitened (see whiten.c: edges and lines no longer flood the
+     * spectrum), then a Hann window keeps the image border from smearing
+     * power over every bin; transparent pixels count as zero. */
+    st = vfy_whiten(ctx, img, weight, w, h, PREW_MEAN_R, PREW_VAR_R, in);
     if (st != CT_OK) {
         goto done;
     }

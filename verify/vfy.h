@@ -59,6 +59,12 @@ typedef struct vfy_geom {
     double score; /* spectral score */
 } vfy_geom;
 
+/* Matched-filter whitening (whiten.c), used by the search and the fold:
+ * mean over (2 mean_r + 1)^2, noise variance over (2 var_r + 1)^2. NaN-free;
+ * transparent pixels (weight < 0.5) are 0. */
+ct_status vfy_whiten(ct_ctx *ctx, const float *img, const float *weight, uint32_t w, uint32_t h,
+                     int mean_r, int var_r, float *out);
+
 /* Candidate geometries from the spectrum of img (w x h), best first; at
  * most max. */
 ct_status vfy_sync_search(ct_ctx *ctx, const float *img, const float *weight, uint32_t w,

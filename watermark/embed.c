@@ -1,7 +1,8 @@
 /* watermark: embedding. Renders one period of the tile, multiplies it by
- * the perceptual budget, keeps every pixel inside its channel range, and
- * rounds to whole levels by error diffusion so that sub-level marks in flat
- * areas survive as a dither whose local mean follows the mark. */
+ * the perceptual budget and keeps every pixel inside its channel range.
+ * The result is a continuous luma change; media/ realises it in whole
+ * levels (error diffusion), so sub-level marks in flat areas survive as a
+ * fine dither whose local mean follows the mark. */
 #include "wm.h"
 
 #include <math.h>
@@ -88,7 +89,7 @@ ct_status wm_embed(ct_ctx *ctx, const wm_plane *pl, const uint8_t sync_key[WM_KE
     wm_spread *sp = NULL;
     uint8_t info[WM_INFO_BITS], coded[WM_CODED_BITS];
     int8_t chips[WM_NCELLS];
-    float *tile = NULL, *amp = NULL, *err = NULL;
+    float *tile = NULL, *amp = NULL;
     size_t npix;
     uint32_t w = pl->w, h = pl->h;
     int P = wm_period_for(w, h);
@@ -99,8 +100,7 @@ ct_status wm_embed(ct_ctx *ctx, const wm_plane *pl, const uint8_t sync_key[WM_KE
     sp = ct_malloc(ctx, sizeof *sp);
     tile = ct_mallocarray(ctx, (size_t)P * P, sizeof *tile);
     amp = ct_mallocarray(ctx, npix, sizeof *amp);
-    err = ct_calloc(ctx, 2 * ((size_t)w + 2), sizeof *err);
-    if (sp == NULL || tile == NULL || amp == NULL || err == NULL) {
+    if (sp == NULL || tile == NULL || amp == NULL) {
         st = CT_ERR_NOMEM;
         goto done;
     }
@@ -118,8 +118,10 @@ ct_status wm_embed(ct_ctx *ctx, const wm_plane *pl, const uint8_t sync_key[WM_KE
         goto done;
     }
 
-    /* Continuous mark, clipped to what each pixel can take. */
+    /* Continuous mark, clipped to what each pixel can take. The caller
+     * realises it in the pixel format (media's error diffusion). */
     double sum2 = 0;
+    size_t nvis = 0;
     for (uint32_t y = 0; y < h; y++) {
         const float *trow = tile + (size_t)(y % (uint32_t)P) * P;
         for (uint32_t x = 0; x < w; x++) {
@@ -133,9 +135,12 @@ ct_status wm_embed(ct_ctx *ctx, const wm_plane *pl, const uint8_t sync_key[WM_KE
             }
             delta[i] = d;
             sum2 += (double)d * d;
+            nvis += pl->weight == NULL || pl->weight[i] > 0.0f;
         }
     }
-    double rms = sqrt(sum2 / (double)npix);
+    /* Over the visible pixels: a cel's transparent canvas must not dilute
+     * the figure that matters. */
+    double rms = nvis > 0 ? sqrt(sum2 / (double)nvis) : 0.0;
     double cap = 255.0 * pow(10.0, -PSNR_FLOOR_DB / 20.0);
     /* Rounding adds about 1/12 level^2 of its own; leave room for it. */
     if (!pl->fine) {
@@ -147,52 +152,10 @@ ct_status wm_embed(ct_ctx *ctx, const wm_plane *pl, const uint8_t sync_key[WM_KE
             delta[i] *= k;
         }
     }
-    if (pl->fine) {
-        goto done;
-    }
-    /* Floyd-Steinberg on the change: whole levels whose local average is the
-     * continuous mark. Transparent pixels neither take nor pass error. */
-    float *e0 = err + 1, *e1 = err + 1 + (w + 2);
-    for (uint32_t y = 0; y < h; y++) {
-        memset(e1 - 1, 0, (w + 2) * sizeof *err);
-        for (uint32_t x = 0; x < w; x++) {
-            size_t i = (size_t)y * w + x;
-            if (pl->weight != NULL && pl->weight[i] <= 0.0f) {
-                delta[i] = 0;
-                continue;
-            }
-            float want = delta[i] + e0[x];
-            float q = rintf(want);
-            float hi = pl->room_up != NULL ? floorf(pl->room_up[i]) : 255.0f;
-            float lo = pl->room_down != NULL ? -floorf(pl->room_down[i]) : -255.0f;
-            if (q > hi) {
-                q = hi;
-            }
-            if (q < lo) {
-                q = lo;
-            }
-            float e = want - q;
-            /* Bound the carried error so a clipped run cannot pile up. */
-            if (e > 1.0f) {
-                e = 1.0f;
-            } else if (e < -1.0f) {
-                e = -1.0f;
-            }
-            delta[i] = q;
-            e0[x + 1] += e * (7.0f / 16);
-            e1[(long)x - 1] += e * (3.0f / 16);
-            e1[x] += e * (5.0f / 16);
-            e1[x + 1] += e * (1.0f / 16);
-        }
-        float *t = e0;
-        e0 = e1;
-        e1 = t;
-    }
 done:
     sodium_memzero(info, sizeof info);
     free(sp);
     free(tile);
     free(amp);
-    free(err);
     return st;
 }

@@ -20,7 +20,7 @@
 
 #define KAPPA   0.012f
 #define C2      58.5225f /* (0.03 * 255)^2, SSIM's constant */
-#define A_MAX   6.0f
+#define A_MAX   4.0f
 #define A_FLAT  0.45f
 #define FLAT_RANGE 1.0f
 #define RAMP_RANGE 4.0f

@@ -101,7 +101,8 @@ typedef struct wm_plane {
     const float *room_up;   /* may be NULL (no clipping limit) */
     const float *room_down; /* may be NULL */
     const float *weight;    /* alpha 0..1, may be NULL (opaque) */
-    bool fine;              /* true for 16-bit images: no integer rounding */
+    bool fine;              /* output holds fractional luma (16-bit, or RGB split
+                               over channels): no whole-level rounding noise */
 } wm_plane;
 
 typedef struct wm_embed_params {
@@ -112,8 +113,8 @@ typedef struct wm_embed_params {
 /* Per-pixel amplitude budget in luma levels (see mask.c). */
 ct_status wm_mask(ct_ctx *ctx, const wm_plane *pl, double strength, float *amp);
 
-/* Compute the luma change to add to each pixel (integers unless pl->fine).
- * delta has w*h floats. */
+/* Compute the continuous luma change for each pixel (w*h floats), already
+ * clipped to room_up/room_down and zero where weight is 0. */
 ct_status wm_embed(ct_ctx *ctx, const wm_plane *pl, const uint8_t sync_key[WM_KEYBYTES],
                    const uint8_t vendor_key[WM_KEYBYTES], const wm_embed_params *prm,
                    float *delta);
