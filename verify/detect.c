@@ -12,21 +12,26 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <stdio.h>
 
 #include <sodium.h>
 
 #define G      128 /* folded tile grid: two bins per cell */
 #define NLEVEL 4
 #define PER_LEVEL 4
-#define MAX_CANDS (NLEVEL * PER_LEVEL)
-#define DECODE_CANDS 3
+#define DECODE_CANDS 2
 
 typedef struct level {
     uint32_t w, h;
     float *y;
     float *wt;
+    float *white; /* whitened, NaN where transparent */
 } level;
+
+/* The whitening windows: the local mean over 31 pixels passes the sync
+ * band for every period a level searches (40..330 pixels), the noise is
+ * measured over 7. */
+#define MEAN_R 15
+#define VAR_R  3
 
 /* Halve an image with a 2x2 box (weights: a quarter transparent block
  * stays visible). */
@@ -55,28 +60,6 @@ static ct_status halve(ct_ctx *ctx, const level *in, level *out)
             for (uint32_t x = 0; x < out->w; x++) {
                 out->wt[(size_t)y * out->w + x] =
                     0.25f * (c[2 * x] + c[2 * x + 1] + d[2 * x] + d[2 * x + 1]);
-            }
-        }
-    }
-    return CT_OK;
-}
-
-/* Whitened residual for a candidate period: the mean window spans about
- * 8 cells (so the lowest sync frequency passes), the noise window about
- * 1.5 cells. */
-static ct_status residual(ct_ctx *ctx, const level *lv, double period, float *res)
-{
-    int rm = (int)lround(period / 16.0);
-    int rs = (int)lround(period / 64.0 * 0.75);
-    ct_status st = vfy_whiten(ctx, lv->y, lv->wt, lv->w, lv->h, rm < 2 ? 2 : rm, rs < 1 ? 1 : rs,
-                              res);
-    if (st != CT_OK) {
-        return st;
-    }
-    if (lv->wt != NULL) {
-        for (size_t i = 0; i < (size_t)lv->w * lv->h; i++) {
-            if (lv->wt[i] < 0.5f) {
-                res[i] = NAN; /* not folded */
             }
         }
     }
@@ -159,12 +142,15 @@ static void find_offset(folded *f, const wm_sync *sy)
     }
     var /= G * G;
     for (int k = 0; k < WM_SYNC_K; k++) {
-        double complex acc = 0;
+        double complex ex[G], acc = 0;
+        for (int g = 0; g < G; g++) {
+            ex[g] = cexp(-I * 2.0 * M_PI * sy->p[k] * (g * 0.5) / WM_CELLS);
+        }
         for (int gy = 0; gy < G; gy++) {
             double complex row = 0;
             const float *t = f->tile + gy * G;
             for (int gx = 0; gx < G; gx++) {
-                row += t[gx] * cexp(-I * 2.0 * M_PI * sy->p[k] * (gx * 0.5) / WM_CELLS);
+                row += t[gx] * ex[gx];
             }
             acc += row * cexp(-I * 2.0 * M_PI * sy->q[k] * (gy * 0.5) / WM_CELLS);
         }
@@ -281,10 +267,16 @@ static bool decode_key(const float chips[WM_NCELLS], const vfy_key *k, vfy_hit *
     return ok;
 }
 
+typedef struct pass_t {
+    int level;
+    double pmin, pmax; /* tile periods searched, in the level's pixels */
+} pass_t;
+
 typedef struct cand {
     vfy_geom g;
     int level;
     double z;
+    double off_u, off_v;
 } cand;
 
 ct_status vfy_detect(ct_ctx *ctx, const vfy_input *in, const uint8_t sync_key[WM_KEYBYTES],
@@ -292,11 +284,9 @@ ct_status vfy_detect(ct_ctx *ctx, const vfy_input *in, const uint8_t sync_key[WM
 {
     ct_status st = CT_OK;
     level lv[NLEVEL];
-    cand cands[MAX_CANDS];
-    int ncand = 0, nlv = 0;
+    int nlv = 0;
     wm_sync sync;
     folded *fd = NULL;
-    float *res = NULL;
     float chips[WM_NCELLS];
 
     memset(out, 0, sizeof *out);
@@ -306,8 +296,7 @@ ct_status vfy_detect(ct_ctx *ctx, const vfy_input *in, const uint8_t sync_key[WM
     }
     wm_sync_init(&sync, sync_key);
     fd = ct_malloc(ctx, sizeof *fd);
-    res = ct_mallocarray(ctx, (size_t)in->w * in->h, sizeof *res);
-    if (fd == NULL || res == NULL) {
+    if (fd == NULL) {
         st = CT_ERR_NOMEM;
         goto done;
     }
@@ -323,105 +312,104 @@ ct_status vfy_detect(ct_ctx *ctx, const vfy_input *in, const uint8_t sync_key[WM
             goto done;
         }
     }
-    /* Level 0 looks for periods 40..330 pixels, each further level for the
-     * next octave; levels whose spectrum would be too large are left to
-     * the next one down. */
-    bool first = true;
-    for (int l = 0; l < nlv; l++) {
-        if ((lv[l].w > 2048 || lv[l].h > 2048) && l + 1 < nlv) {
-            continue;
-        }
-        double pmin = first ? 40.0 : 165.0;
-        first = false;
-        vfy_geom g[PER_LEVEL];
-        int n = 0;
-        st = vfy_sync_search(ctx, lv[l].y, lv[l].wt, lv[l].w, lv[l].h, &sync, pmin, 330.0, g,
-                             PER_LEVEL, &n);
-        if (st != CT_OK) {
-            goto done;
-        }
-        for (int i = 0; i < n && ncand < MAX_CANDS; i++) {
-            cands[ncand].g = g[i];
-            cands[ncand].level = l;
-            cands[ncand].z = 0;
-            ncand++;
-        }
+    /* Passes over the pyramid, most likely first, stopping at the first
+     * authenticated mark. The first pass, on the half-size image, covers
+     * what usually reaches an investigator (a tile period of 100..660
+     * pixels: the original size, down to 40 % or up to 2.7x); then the full
+     * size, for heavy downscales and for weak marks the half size misses;
+     * then the coarser levels for big upscales. Levels too large for a quick spectrum are skipped. */
+    int f = 0;
+    while (f + 1 < nlv && (lv[f].w > 2048 || lv[f].h > 2048)) {
+        f++;
     }
-    /* First-order check of every candidate: fold and correlate the sync. */
-    int last_level = -1;
-    double last_period = 0;
-    for (int c = 0; c < ncand; c++) {
-        const level *L = &lv[cands[c].level];
-        double det = fabs(cands[c].g.b[0][0] * cands[c].g.b[1][1] -
-                          cands[c].g.b[0][1] * cands[c].g.b[1][0]);
-        double period = det > 0 ? WM_CELLS / sqrt(det) : 0;
-        if (period < 8) {
-            continue;
-        }
-        if (cands[c].level != last_level || fabs(period / last_period - 1) > 0.15) {
-            st = residual(ctx, L, period, res);
+    pass_t pass[NLEVEL + 1];
+    int npass = 0;
+    if (f + 1 < nlv) {
+        pass[npass++] = (pass_t){f + 1, 50.0, 330.0};
+        pass[npass++] = (pass_t){f, 40.0, 330.0};
+    } else {
+        pass[npass++] = (pass_t){f, 40.0, 330.0};
+    }
+    for (int l = f + 2; l < nlv; l++) {
+        pass[npass++] = (pass_t){l, 165.0, 330.0};
+    }
+    for (int ps = 0; ps < npass && out->nhits == 0; ps++) {
+        level *L = &lv[pass[ps].level];
+        cand cands[PER_LEVEL];
+        int ncand = 0;
+        if (L->white == NULL) {
+            L->white = ct_mallocarray(ctx, (size_t)L->w * L->h, sizeof *L->white);
+            if (L->white == NULL) {
+                st = CT_ERR_NOMEM;
+                goto done;
+            }
+            st = vfy_whiten(ctx, L->y, L->wt, L->w, L->h, MEAN_R, VAR_R, L->white);
             if (st != CT_OK) {
                 goto done;
             }
-            last_level = cands[c].level;
-            last_period = period;
         }
-        fold(res, L->w, L->h, &cands[c].g, fd->tile, fd->wsum);
-        find_offset(fd, &sync);
-        cands[c].z = fd->z;
-        if (getenv("CT_VFY_DEBUG")) {
-            fprintf(stderr, "cand L%d P=%.2f ang=%.2f det=%.4g score=%.3f z=%.2f\n", cands[c].level,
-                    period * (1 << cands[c].level),
-                    atan2(cands[c].g.b[1][0], cands[c].g.b[1][1]) * 180 / M_PI,
-                    cands[c].g.b[0][0] * cands[c].g.b[1][1] - cands[c].g.b[0][1] * cands[c].g.b[1][0],
-                    cands[c].g.score, fd->z);
-        }
-    }
-    for (int i = 0; i < ncand; i++) {
-        for (int j = i + 1; j < ncand; j++) {
-            if (cands[j].z > cands[i].z) {
-                cand t = cands[i];
-                cands[i] = cands[j];
-                cands[j] = t;
-            }
-        }
-    }
-    /* Decode the strongest few. */
-    last_level = -1;
-    for (int c = 0; c < ncand && c < DECODE_CANDS && out->nhits == 0; c++) {
-        const level *L = &lv[cands[c].level];
-        double det = fabs(cands[c].g.b[0][0] * cands[c].g.b[1][1] -
-                          cands[c].g.b[0][1] * cands[c].g.b[1][0]);
-        double period = WM_CELLS / sqrt(det);
-        st = residual(ctx, L, period, res);
+        vfy_geom g[PER_LEVEL];
+        st = vfy_sync_search(ctx, L->white, L->w, L->h, &sync, pass[ps].pmin, pass[ps].pmax, g,
+                             PER_LEVEL, &ncand);
         if (st != CT_OK) {
             goto done;
         }
-        fold(res, L->w, L->h, &cands[c].g, fd->tile, fd->wsum);
-        find_offset(fd, &sync);
-        chips_of(fd, &sync, chips);
-        if (c == 0) {
-            out->period = period * (1u << cands[c].level);
-            out->angle = atan2(cands[c].g.b[1][0], cands[c].g.b[1][1]) * 180.0 / M_PI;
-            out->mirrored = (cands[c].g.b[0][0] * cands[c].g.b[1][1] -
-                             cands[c].g.b[0][1] * cands[c].g.b[1][0]) < 0;
-            out->sync_z = fd->z;
+        /* First-order check of the candidates whose spectral evidence is
+         * near the best: fold and correlate the sync. */
+        for (int c = 0; c < ncand; c++) {
+            cands[c].g = g[c];
+            cands[c].level = pass[ps].level;
+            cands[c].z = -INFINITY;
+            if (g[c].score < 0.6 * g[0].score) {
+                continue;
+            }
+            fold(L->white, L->w, L->h, &cands[c].g, fd->tile, fd->wsum);
+            find_offset(fd, &sync);
+            cands[c].z = fd->z;
         }
-        for (size_t k = 0; k < nkeys; k++) {
-            out->trials++;
-            vfy_hit hit;
-            if (decode_key(chips, &keys[k], &hit) && out->nhits < VFY_MAX_HITS) {
-                out->hits[out->nhits++] = hit;
+        for (int a = 0; a < ncand; a++) {
+            for (int b = a + 1; b < ncand; b++) {
+                if (cands[b].z > cands[a].z) {
+                    cand t = cands[a];
+                    cands[a] = cands[b];
+                    cands[b] = t;
+                }
+            }
+        }
+        /* Decode the strongest few. */
+        for (int c = 0; c < ncand && c < DECODE_CANDS && out->nhits == 0; c++) {
+            if (cands[c].z == -INFINITY) {
+                break;
+            }
+            double det = cands[c].g.b[0][0] * cands[c].g.b[1][1] -
+                         cands[c].g.b[0][1] * cands[c].g.b[1][0];
+            fold(L->white, L->w, L->h, &cands[c].g, fd->tile, fd->wsum);
+            find_offset(fd, &sync);
+            chips_of(fd, &sync, chips);
+            if (fd->z > out->sync_z || out->period == 0) {
+                out->period = WM_CELLS / sqrt(fabs(det)) * (1u << cands[c].level);
+                out->angle = atan2(cands[c].g.b[1][0], cands[c].g.b[1][1]) * 180.0 / M_PI;
+                out->mirrored = det < 0;
+                out->sync_z = fd->z;
+            }
+            for (size_t k = 0; k < nkeys; k++) {
+                out->trials++;
+                vfy_hit hit;
+                if (decode_key(chips, &keys[k], &hit) && out->nhits < VFY_MAX_HITS) {
+                    out->hits[out->nhits++] = hit;
+                }
             }
         }
     }
     out->false_positive_probability = fmin(1.0, (double)out->trials * ldexp(1.0, -WM_TAG_BITS));
 done:
-    for (int l = 1; l < nlv; l++) {
-        free(lv[l].y);
-        free(lv[l].wt);
+    for (int l = 0; l < nlv; l++) {
+        if (l > 0) {
+            free(lv[l].y);
+            free(lv[l].wt);
+        }
+        free(lv[l].white);
     }
     free(fd);
-    free(res);
     return st;
 }

@@ -14,7 +14,6 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#include <stdio.h>
 
 #include <fftw3.h>
 
@@ -24,6 +23,7 @@ static pthread_mutex_t plan_lock = PTHREAD_MUTEX_INITIALIZER;
 
 #define WHITEN_R 6     /* half-size of the whitening window, bins */
 #define CLIP     16.0f /* one content peak may not outvote the template */
+#define MAXF(a, b) ((a) > (b) ? (a) : (b))
 
 typedef struct spec {
     int W, H, Wh;
@@ -43,7 +43,7 @@ static inline float spec_at(const spec *s, const float *a, double bx, double by)
         bx = -bx;
         by = -by;
     }
-    long ix = lround(bx), iy = lround(by);
+    long ix = (long)(bx + 0.5), iy = (long)floor(by + 0.5);
     if (ix >= s->Wh) {
         return 0.0f;
     }
@@ -69,11 +69,7 @@ static float spec_interp(const spec *s, double bx, double by)
 }
 
 
-#define PREW_MEAN_R 15
-#define PREW_VAR_R  3
-
-static ct_status spec_make(ct_ctx *ctx, const float *img, const float *weight, uint32_t w,
-                           uint32_t h, spec *s)
+static ct_status spec_make(ct_ctx *ctx, const float *white, uint32_t w, uint32_t h, spec *s)
 {
     ct_status st = CT_OK;
     float *in = NULL, *pw = NULL, *tmp = NULL;
@@ -96,18 +92,15 @@ static ct_status spec_make(ct_ctx *ctx, const float *img, const float *weight, u
     s->W = W;
     s->H = H;
     s->Wh = Wh;
-    /* Whitened (see whiten.c: edges and lines no longer flood the
-     * spectrum), then a Hann window keeps the image border from smearing
-     * power over every bin; transparent pixels count as zero. */
-    st = vfy_whiten(ctx, img, weight, w, h, PREW_MEAN_R, PREW_VAR_R, in);
-    if (st != CT_OK) {
-        goto done;
-    }
+    /* The image comes whitened (whiten.c: edges and lines no longer flood
+     * the spectrum; transparent pixels are NaN and count as zero); a Hann
+     * window keeps the border from smearing power over every bin. */
     for (int y = 0; y < H; y++) {
         float wy = 0.5f - 0.5f * cosf(2.0f * (float)M_PI * (y + 0.5f) / H);
         for (int x = 0; x < W; x++) {
             float wx = 0.5f - 0.5f * cosf(2.0f * (float)M_PI * (x + 0.5f) / W);
-            in[(size_t)y * W + x] *= wx * wy;
+            float v = white[(size_t)y * W + x];
+            in[(size_t)y * W + x] = isnan(v) ? 0.0f : v * wx * wy;
         }
     }
     pthread_mutex_lock(&plan_lock);
@@ -166,10 +159,9 @@ static ct_status spec_make(ct_ctx *ctx, const float *img, const float *weight, u
         const float *r2 = s->sw + (size_t)((y + 1) % H) * Wh;
         for (int x = 0; x < Wh; x++) {
             int xa = x > 0 ? x - 1 : x, xb = x + 1 < Wh ? x + 1 : x;
-            float m = r0[xa];
-            m = fmaxf(m, fmaxf(r0[x], r0[xb]));
-            m = fmaxf(m, fmaxf(r1[xa], fmaxf(r1[x], r1[xb])));
-            m = fmaxf(m, fmaxf(r2[xa], fmaxf(r2[x], r2[xb])));
+            float m = MAXF(r0[xa], MAXF(r0[x], r0[xb]));
+            m = MAXF(m, MAXF(r1[xa], MAXF(r1[x], r1[xb])));
+            m = MAXF(m, MAXF(r2[xa], MAXF(r2[x], r2[xb])));
             s->mx[(size_t)y * Wh + x] = m;
         }
     }
@@ -328,29 +320,19 @@ static void map_from(double P, double ang, int mirror, double b[2][2])
     b[1][1] = k * c;
 }
 
-ct_status vfy_sync_search(ct_ctx *ctx, const float *img, const float *weight, uint32_t w,
-                          uint32_t h, const wm_sync *sync, double pmin, double pmax,
-                          vfy_geom *cands, int max, int *ncands)
+ct_status vfy_sync_search(ct_ctx *ctx, const float *white, uint32_t w, uint32_t h,
+                          const wm_sync *sync, double pmin, double pmax, vfy_geom *cands, int max,
+                          int *ncands)
 {
     spec s;
     hyp top[TOPN];
     int ntop = 0;
     *ncands = 0;
-    ct_status st = spec_make(ctx, img, weight, w, h, &s);
+    ct_status st = spec_make(ctx, white, w, h, &s);
     if (st != CT_OK) {
         return st;
     }
     double big = (double)(s.W > s.H ? s.W : s.H);
-    if (getenv("CT_VFY_DEBUG") && pmin < 100) {
-        fprintf(stderr, "true-geom score mx=%.3f sw=%.3f; per-peak:", score_at(&s, sync, s.mx, 240, 0, 0, false),
-                score_at(&s, sync, s.sw, 240, 0, 0, true));
-        for (int k = 0; k < WM_SYNC_K; k++) {
-            double bx, by;
-            predict(&s, sync, k, 240, 1, 0, 0, &bx, &by);
-            fprintf(stderr, " %.1f", spec_at(&s, s.sw, bx, by));
-        }
-        fprintf(stderr, "\n");
-    }
     /* The outermost peak moves about one bin per step. */
     for (double lp = log(pmax); lp >= log(pmin);) {
         double P = exp(lp);

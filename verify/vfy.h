@@ -60,15 +60,15 @@ typedef struct vfy_geom {
 } vfy_geom;
 
 /* Matched-filter whitening (whiten.c), used by the search and the fold:
- * mean over (2 mean_r + 1)^2, noise variance over (2 var_r + 1)^2. NaN-free;
- * transparent pixels (weight < 0.5) are 0. */
+ * mean over (2 mean_r + 1)^2, noise variance over (2 var_r + 1)^2.
+ * Transparent pixels (weight < 0.5) are NaN: they carry no evidence. */
 ct_status vfy_whiten(ct_ctx *ctx, const float *img, const float *weight, uint32_t w, uint32_t h,
                      int mean_r, int var_r, float *out);
 
-/* Candidate geometries from the spectrum of img (w x h), best first; at
- * most max. */
-ct_status vfy_sync_search(ct_ctx *ctx, const float *img, const float *weight, uint32_t w,
-                          uint32_t h, const wm_sync *sync, double pmin, double pmax,
-                          vfy_geom *cands, int max, int *ncands);
+/* Candidate geometries from the spectrum of a whitened image (w x h, NaN
+ * where transparent), periods pmin..pmax pixels, best first; at most max. */
+ct_status vfy_sync_search(ct_ctx *ctx, const float *white, uint32_t w, uint32_t h,
+                          const wm_sync *sync, double pmin, double pmax, vfy_geom *cands, int max,
+                          int *ncands);
 
 #endif

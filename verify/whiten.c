@@ -16,30 +16,54 @@
 /* Floor of the noise: rounding to whole levels and mild compression. */
 #define S0_SQ 0.5f
 
-/* Box mean over (2r+1)^2 through an integral image, clamped at borders. */
-static void box_filter(const float *src, uint32_t w, uint32_t h, int r, double *ii, float *dst,
-                       bool square)
+/* Box mean over (2r+1)^2, windows clamped at the borders. Separable running
+ * sums: a row pass, then a pass that adds and drops whole rows, so every
+ * loop walks memory in order. `col` holds w doubles, `tmp` w*h floats. */
+static void box_filter(const float *src, uint32_t w, uint32_t h, int r, double *col, float *tmp,
+                       float *dst, bool square)
 {
-    size_t W1 = (size_t)w + 1;
-    memset(ii, 0, W1 * sizeof *ii);
     for (uint32_t y = 0; y < h; y++) {
-        double row = 0;
-        ii[(size_t)(y + 1) * W1] = 0;
+        const float *in = src + (size_t)y * w;
+        float *o = tmp + (size_t)y * w;
+        double acc = 0;
+        long lo = 0, hi = -1;
         for (uint32_t x = 0; x < w; x++) {
-            double v = src[(size_t)y * w + x];
-            row += square ? v * v : v;
-            ii[(size_t)(y + 1) * W1 + x + 1] = ii[(size_t)y * W1 + x + 1] + row;
+            long nlo = (long)x - r < 0 ? 0 : (long)x - r;
+            long nhi = (long)x + r >= (long)w ? (long)w - 1 : (long)x + r;
+            while (hi < nhi) {
+                hi++;
+                acc += square ? (double)in[hi] * in[hi] : in[hi];
+            }
+            while (lo < nlo) {
+                acc -= square ? (double)in[lo] * in[lo] : in[lo];
+                lo++;
+            }
+            o[x] = (float)(acc / (double)(hi - lo + 1));
         }
     }
+    memset(col, 0, (size_t)w * sizeof *col);
+    long lo = 0, hi = -1;
     for (uint32_t y = 0; y < h; y++) {
-        long y0 = (long)y - r < 0 ? 0 : (long)y - r;
-        long y1 = (long)y + r + 1 > (long)h ? (long)h : (long)y + r + 1;
+        long nlo = (long)y - r < 0 ? 0 : (long)y - r;
+        long nhi = (long)y + r >= (long)h ? (long)h - 1 : (long)y + r;
+        while (hi < nhi) {
+            hi++;
+            const float *row = tmp + (size_t)hi * w;
+            for (uint32_t x = 0; x < w; x++) {
+                col[x] += row[x];
+            }
+        }
+        while (lo < nlo) {
+            const float *row = tmp + (size_t)lo * w;
+            for (uint32_t x = 0; x < w; x++) {
+                col[x] -= row[x];
+            }
+            lo++;
+        }
+        float *o = dst + (size_t)y * w;
+        double k = 1.0 / (double)(hi - lo + 1);
         for (uint32_t x = 0; x < w; x++) {
-            long x0 = (long)x - r < 0 ? 0 : (long)x - r;
-            long x1 = (long)x + r + 1 > (long)w ? (long)w : (long)x + r + 1;
-            double sum = ii[(size_t)y1 * W1 + (size_t)x1] - ii[(size_t)y0 * W1 + (size_t)x1] -
-                         ii[(size_t)y1 * W1 + (size_t)x0] + ii[(size_t)y0 * W1 + (size_t)x0];
-            dst[(size_t)y * w + x] = (float)(sum / (double)((x1 - x0) * (y1 - y0)));
+            o[x] = (float)(col[x] * k);
         }
     }
 }
@@ -48,12 +72,13 @@ ct_status vfy_whiten(ct_ctx *ctx, const float *img, const float *weight, uint32_
                      int mean_r, int var_r, float *out)
 {
     size_t n = (size_t)w * h;
-    double *ii = ct_mallocarray(ctx, ((size_t)w + 1) * ((size_t)h + 1), sizeof *ii);
+    double *ii = ct_mallocarray(ctx, (size_t)w, sizeof *ii);
+    float *tmp = ct_mallocarray(ctx, n, sizeof *tmp);
     float *m = ct_mallocarray(ctx, n, sizeof *m);
     float *amp = ct_mallocarray(ctx, n, sizeof *amp);
     float *q = ct_mallocarray(ctx, n, sizeof *q);
     ct_status st = CT_OK;
-    if (ii == NULL || m == NULL || amp == NULL || q == NULL) {
+    if (ii == NULL || tmp == NULL || m == NULL || amp == NULL || q == NULL) {
         st = CT_ERR_NOMEM;
         goto done;
     }
@@ -65,28 +90,28 @@ ct_status vfy_whiten(ct_ctx *ctx, const float *img, const float *weight, uint32_
     /* The local mean is weighted by 1/(local variance): an ink line next to
      * a fill barely moves the fill's mean, so the fill's residual keeps only
      * the mark instead of a halo of the line. */
-    box_filter(img, w, h, 1, ii, m, false);
-    box_filter(img, w, h, 1, ii, q, true);
+    box_filter(img, w, h, 1, ii, tmp, m, false);
+    box_filter(img, w, h, 1, ii, tmp, q, true);
     for (size_t i = 0; i < n; i++) {
         float v = fmaxf(q[i] - m[i] * m[i], 0.0f);
         q[i] = 1.0f / (v + S0_SQ);
         out[i] = img[i] * q[i];
     }
-    box_filter(out, w, h, mean_r, ii, m, false);
-    box_filter(q, w, h, mean_r, ii, out, false);
+    box_filter(out, w, h, mean_r, ii, tmp, m, false);
+    box_filter(q, w, h, mean_r, ii, tmp, out, false);
     for (size_t i = 0; i < n; i++) {
         m[i] = m[i] / out[i];
     }
     for (size_t i = 0; i < n; i++) {
         out[i] = img[i] - m[i];
     }
-    box_filter(out, w, h, var_r, ii, m, true);
+    box_filter(out, w, h, var_r, ii, tmp, m, true);
     for (size_t i = 0; i < n; i++) {
         float e = out[i] * amp[i] / (fmaxf(m[i], 0.0f) + S0_SQ);
         /* Bound any one pixel's say (a few times a clean fill's). */
         e = e > 2.0f ? 2.0f : (e < -2.0f ? -2.0f : e);
         if (weight != NULL && weight[i] < 0.5f) {
-            e = 0;
+            e = NAN;
         }
         out[i] = e;
     }
@@ -95,5 +120,6 @@ done:
     free(m);
     free(amp);
     free(q);
+    free(tmp);
     return st;
 }

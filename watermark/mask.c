@@ -21,52 +21,47 @@
 #define KAPPA   0.012f
 #define C2      58.5225f /* (0.03 * 255)^2, SSIM's constant */
 #define A_MAX   4.0f
-#define A_FLAT  0.45f
+/* In flat areas: dithered whole levels (gray, JPEG) reach an RMS of about
+ * sqrt(0.8 A), so A stays at 0.45 to keep under 0.7; output that holds
+ * fractional luma (16-bit, RGB split over channels) adds no dither. */
+#define A_FLAT      0.45f
+#define A_FLAT_FINE 0.6f
 #define FLAT_RANGE 1.0f
 #define RAMP_RANGE 4.0f
 
-/* Running max and min over windows of 2r+1 along a line of n samples
- * (van Herk / Gil-Werman: three comparisons per sample whatever r). */
-static void run_minmax(const float *in, size_t stride, size_t n, int r, float *mx, float *mn,
-                       float *g, float *hbuf, float *g2, float *h2)
+/* Plain comparisons: fmaxf/fminf are NaN-aware library calls here. */
+#define MAXF(a, b) ((a) > (b) ? (a) : (b))
+#define MINF(a, b) ((a) < (b) ? (a) : (b))
+
+/* 3x3 max and min in place of src -> dst (borders clamped). Four rounds
+ * give the 9x9 max and min; every loop runs along rows, so the compiler
+ * vectorises it and the cache is happy (a column pass is not). */
+static void minmax3(const float *mx_in, const float *mn_in, float *mx_out, float *mn_out,
+                    float *tmx, float *tmn, uint32_t w, uint32_t h)
 {
-    size_t win = (size_t)(2 * r + 1);
-    for (size_t i = 0; i < n; i++) {
-        float v = in[i * stride];
-        if (i % win == 0) {
-            g[i] = v;
-            g2[i] = v;
-        } else {
-            g[i] = fmaxf(g[i - 1], v);
-            g2[i] = fminf(g2[i - 1], v);
+    for (uint32_t y = 0; y < h; y++) {
+        const float *a = mx_in + (size_t)y * w, *b = mn_in + (size_t)y * w;
+        float *o = tmx + (size_t)y * w, *p = tmn + (size_t)y * w;
+        o[0] = MAXF(a[0], a[w > 1 ? 1 : 0]);
+        p[0] = MINF(b[0], b[w > 1 ? 1 : 0]);
+        for (uint32_t x = 1; x + 1 < w; x++) {
+            o[x] = MAXF(MAXF(a[x - 1], a[x]), a[x + 1]);
+            p[x] = MINF(MINF(b[x - 1], b[x]), b[x + 1]);
+        }
+        if (w > 1) {
+            o[w - 1] = MAXF(a[w - 2], a[w - 1]);
+            p[w - 1] = MINF(b[w - 2], b[w - 1]);
         }
     }
-    for (size_t k = n; k-- > 0;) {
-        float v = in[k * stride];
-        if (k == n - 1 || (k + 1) % win == 0) {
-            hbuf[k] = v;
-            h2[k] = v;
-        } else {
-            hbuf[k] = fmaxf(hbuf[k + 1], v);
-            h2[k] = fminf(h2[k + 1], v);
-        }
-    }
-    for (size_t i = 0; i < n; i++) {
-        size_t lo = i >= (size_t)r ? i - (size_t)r : 0;
-        size_t hi = i + (size_t)r < n ? i + (size_t)r : n - 1;
-        /* [lo, hi] spans at most two blocks: suffix max of lo's block and
-         * prefix max up to hi. */
-        if (lo / win == hi / win) {
-            float a = in[lo * stride], b = a;
-            for (size_t k = lo; k <= hi; k++) {
-                a = fmaxf(a, in[k * stride]);
-                b = fminf(b, in[k * stride]);
-            }
-            mx[i] = a;
-            mn[i] = b;
-        } else {
-            mx[i] = fmaxf(hbuf[lo], g[hi]);
-            mn[i] = fminf(h2[lo], g2[hi]);
+    for (uint32_t y = 0; y < h; y++) {
+        const float *u = tmx + (size_t)(y > 0 ? y - 1 : y) * w, *c = tmx + (size_t)y * w;
+        const float *d = tmx + (size_t)(y + 1 < h ? y + 1 : y) * w;
+        const float *u2 = tmn + (size_t)(y > 0 ? y - 1 : y) * w, *c2 = tmn + (size_t)y * w;
+        const float *d2 = tmn + (size_t)(y + 1 < h ? y + 1 : y) * w;
+        float *o = mx_out + (size_t)y * w, *p = mn_out + (size_t)y * w;
+        for (uint32_t x = 0; x < w; x++) {
+            o[x] = MAXF(MAXF(u[x], c[x]), d[x]);
+            p[x] = MINF(MINF(u2[x], c2[x]), d2[x]);
         }
     }
 }
@@ -76,69 +71,62 @@ ct_status wm_mask(ct_ctx *ctx, const wm_plane *pl, double strength, float *amp)
     ct_status st = CT_OK;
     uint32_t w = pl->w, h = pl->h;
     size_t npix = (size_t)w * h;
-    size_t line = w > h ? w : h;
     float *rmax = ct_mallocarray(ctx, npix, sizeof *rmax);
     float *rmin = ct_mallocarray(ctx, npix, sizeof *rmin);
-    float *tmp = ct_mallocarray(ctx, line * 8, sizeof *tmp);
+    float *tmx = ct_mallocarray(ctx, npix, sizeof *tmx);
+    float *tmn = ct_mallocarray(ctx, npix, sizeof *tmn);
     const float *y = pl->y;
 
-    if (rmax == NULL || rmin == NULL || tmp == NULL) {
+    if (rmax == NULL || rmin == NULL || tmx == NULL || tmn == NULL) {
         st = CT_ERR_NOMEM;
         goto done;
     }
-    float *g = tmp, *hb = tmp + line, *g2 = tmp + 2 * line, *h2 = tmp + 3 * line;
-    float *cmx = tmp + 4 * line, *cmn = tmp + 5 * line, *c2 = tmp + 6 * line, *c3 = tmp + 7 * line;
-    /* 9x9 range: rows, then columns of the row results. */
-    for (uint32_t r = 0; r < h; r++) {
-        run_minmax(y + (size_t)r * w, 1, w, 4, rmax + (size_t)r * w, rmin + (size_t)r * w, g, hb,
-                   g2, h2);
+    /* 9x9 range: four rounds of 3x3. */
+    minmax3(y, y, rmax, rmin, tmx, tmn, w, h);
+    for (int round = 1; round < 4; round++) {
+        minmax3(rmax, rmin, rmax, rmin, tmx, tmn, w, h);
     }
-    for (uint32_t c = 0; c < w; c++) {
-        run_minmax(rmax + c, w, h, 4, cmx, c2, g, hb, g2, h2);
-        run_minmax(rmin + c, w, h, 4, c3, cmn, g, hb, g2, h2);
-        for (uint32_t r = 0; r < h; r++) {
-            rmax[(size_t)r * w + c] = cmx[r] - cmn[r]; /* now the range */
+    for (size_t i = 0; i < npix; i++) {
+        rmax[i] -= rmin[i]; /* now the range */
+    }
+    /* 3x3 mean and variance, separably (edge pixels repeated), into tmx
+     * (sum) and tmn (sum of squares). */
+    for (uint32_t r = 0; r < h; r++) {
+        const float *a = y + (size_t)r * w;
+        float *o1 = rmin + (size_t)r * w; /* rmin is free now: row sums */
+        float *o2 = tmn + (size_t)r * w;
+        for (uint32_t c = 0; c < w; c++) {
+            float l = a[c > 0 ? c - 1 : c], m = a[c], rr = a[c + 1 < w ? c + 1 : c];
+            o1[c] = l + m + rr;
+            o2[c] = l * l + m * m + rr * rr;
         }
     }
-    float sflat = (float)(A_FLAT * strength), smax = (float)(A_MAX * strength);
+    float sflat = (float)((pl->fine ? A_FLAT_FINE : A_FLAT) * strength), smax = (float)(A_MAX * strength);
     float sk = (float)(strength * strength) * KAPPA;
     for (uint32_t r = 0; r < h; r++) {
-        uint32_t r0 = r > 0 ? r - 1 : r, r1 = r + 1 < h ? r + 1 : r;
+        const size_t u = (size_t)(r > 0 ? r - 1 : r) * w, c0 = (size_t)r * w;
+        const size_t d = (size_t)(r + 1 < h ? r + 1 : r) * w;
         for (uint32_t c = 0; c < w; c++) {
-            uint32_t c0 = c > 0 ? c - 1 : c, c1 = c + 1 < w ? c + 1 : c;
-            float s1 = 0, s2 = 0;
-            int n = 0;
-            for (uint32_t rr = r0; rr <= r1; rr++) {
-                const float *row = y + (size_t)rr * w;
-                for (uint32_t cc = c0; cc <= c1; cc++) {
-                    s1 += row[cc];
-                    s2 += row[cc] * row[cc];
-                    n++;
-                }
-            }
-            float mean = s1 / n;
-            float var = fmaxf(s2 / n - mean * mean, 0.0f);
+            float s1 = rmin[u + c] + rmin[c0 + c] + rmin[d + c];
+            float s2 = tmn[u + c] + tmn[c0 + c] + tmn[d + c];
+            float mean = s1 * (1.0f / 9);
+            float var = MAXF(s2 * (1.0f / 9) - mean * mean, 0.0f);
             float a = sqrtf(sk * (2.0f * var + C2));
-            if (a > smax) {
-                a = smax;
-            }
-            float range = rmax[(size_t)r * w + c];
-            float t = (range - FLAT_RANGE) / (RAMP_RANGE - FLAT_RANGE);
-            t = t < 0 ? 0 : (t > 1 ? 1 : t);
-            float capped = sflat + (a - sflat) * t;
-            if (capped < a) {
-                a = capped;
-            }
-            if (pl->weight != NULL && pl->weight[(size_t)r * w + c] <= 0.0f) {
-                a = 0;
-            }
-            amp[(size_t)r * w + c] = a;
+            a = MINF(a, smax);
+            float t = (rmax[c0 + c] - FLAT_RANGE) * (1.0f / (RAMP_RANGE - FLAT_RANGE));
+            t = MINF(MAXF(t, 0.0f), 1.0f);
+            a = MINF(a, sflat + (a - sflat) * t);
+            tmx[c0 + c] = a;
         }
+    }
+    for (size_t i = 0; i < npix; i++) {
+        amp[i] = pl->weight != NULL && pl->weight[i] <= 0.0f ? 0.0f : tmx[i];
     }
 done:
     free(rmax);
     free(rmin);
-    free(tmp);
+    free(tmx);
+    free(tmn);
     return st;
 }
 
