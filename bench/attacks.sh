@@ -49,19 +49,19 @@ CT_PUBLIC_ATTACKS="none jpeg75 jpeg50 jpeg30 webp75 resize50 resize25 crop50 cro
 _ct_die() { printf 'attacks.sh: %s\n' "$*" >&2; return 1; }
 
 # _ct_dims IN -> "W H"
-_ct_dims() { "$CT_IDENTIFY" -format '%w %h\n' "${1}[0]" | head -n 1; }
+_ct_dims() { "$CT_IDENTIFY" -ping -format '%w %h\n' "${1}[0]" | head -n 1; }
 
 # _ct_has_alpha IN -> status 0 iff the image has an alpha channel (incl. tRNS)
 _ct_has_alpha() {
     local a
-    a=$("$CT_IDENTIFY" -format '%A\n' "${1}[0]" | head -n 1)
+    a=$("$CT_IDENTIFY" -ping -format '%A\n' "${1}[0]" | head -n 1)
     [[ $a == [Tt]rue || $a == [Bb]lend ]]
 }
 
 # _ct_is_gray IN -> status 0 iff the file is stored as grayscale
 _ct_is_gray() {
     local c
-    c=$("$CT_IDENTIFY" -format '%[channels]\n' "${1}[0]" | head -n 1)
+    c=$("$CT_IDENTIFY" -ping -format '%[channels]\n' "${1}[0]" | head -n 1)
     [[ $c == gray* ]]
 }
 

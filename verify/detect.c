@@ -12,6 +12,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdio.h>
 
 #include <sodium.h>
 
@@ -19,6 +20,7 @@
 #define NLEVEL 4
 #define PER_LEVEL 4
 #define DECODE_CANDS 2
+#define REFINE_Z 5.0
 
 typedef struct level {
     uint32_t w, h;
@@ -68,18 +70,18 @@ static ct_status halve(ct_ctx *ctx, const level *in, level *out)
 
 /* Fold the residual into a G x G tile through cell = B * pixel, splatting
  * bilinearly so that cells smaller than a pixel leave no holes. */
-static void fold(const float *res, uint32_t w, uint32_t h, const vfy_geom *geom, float *tile,
-                 float *acc_w)
+static void fold_rect(const float *res, uint32_t w, uint32_t x0, uint32_t y0, uint32_t x1,
+                      uint32_t y1, const vfy_geom *geom, float *tile, float *acc_w)
 {
     const double(*b)[2] = geom->b;
     memset(tile, 0, G * G * sizeof *tile);
     memset(acc_w, 0, G * G * sizeof *acc_w);
     const double s = G / (double)WM_CELLS;
-    for (uint32_t y = 0; y < h; y++) {
-        double gu = s * b[0][1] * y, gv = s * b[1][1] * y;
-        const double du = s * b[0][0], dv = s * b[1][0];
+    const double du = s * b[0][0], dv = s * b[1][0];
+    for (uint32_t y = y0; y < y1; y++) {
+        double gu = s * (b[0][1] * y + b[0][0] * x0), gv = s * (b[1][1] * y + b[1][0] * x0);
         const float *row = res + (size_t)y * w;
-        for (uint32_t x = 0; x < w; x++, gu += du, gv += dv) {
+        for (uint32_t x = x0; x < x1; x++, gu += du, gv += dv) {
             float e = row[x];
             if (isnan(e)) {
                 continue;
@@ -114,6 +116,12 @@ static void fold(const float *res, uint32_t w, uint32_t h, const vfy_geom *geom,
     }
 }
 
+static void fold(const float *res, uint32_t w, uint32_t h, const vfy_geom *geom, float *tile,
+                 float *acc_w)
+{
+    fold_rect(res, w, 0, 0, w, h, geom, tile, acc_w);
+}
+
 typedef struct folded {
     float tile[G * G];
     float wsum[G * G];
@@ -132,45 +140,59 @@ static double corr_at(const folded *f, const wm_sync *sy, double tu, double tv)
     return acc;
 }
 
-/* Offset from the sync phases; z is the correlation in units of its
- * standard deviation under noise. */
-static void find_offset(folded *f, const wm_sync *sy)
+/* DFT of the folded tile at cell frequency (p, q), cycles per tile. */
+static double complex tile_dft(const float *tile, int p, int q)
 {
-    double var = 0;
-    for (int i = 0; i < G * G; i++) {
-        var += (double)f->tile[i] * f->tile[i];
+    double complex ex[G], acc = 0;
+    for (int g = 0; g < G; g++) {
+        ex[g] = cexp(-I * 2.0 * M_PI * p * (g * 0.5) / WM_CELLS);
     }
-    var /= G * G;
+    for (int gy = 0; gy < G; gy++) {
+        double complex row = 0;
+        const float *t = tile + gy * G;
+        for (int gx = 0; gx < G; gx++) {
+            row += t[gx] * ex[gx];
+        }
+        acc += row * cexp(-I * 2.0 * M_PI * q * (gy * 0.5) / WM_CELLS);
+    }
+    return acc;
+}
+
+/* Offset from the sync phases, searched over the whole tile, or within
+ * `radius` cells of (cu, cv) when radius > 0. z is the correlation over
+ * its standard deviation under no sync, estimated from the tile's own
+ * power at neighbouring frequencies (next to each sync frequency: the
+ * same band, so the same content and message power). */
+static void find_offset_near(folded *f, const wm_sync *sy, double cu, double cv, double radius)
+{
+    double noise = 0;
     for (int k = 0; k < WM_SYNC_K; k++) {
-        double complex ex[G], acc = 0;
-        for (int g = 0; g < G; g++) {
-            ex[g] = cexp(-I * 2.0 * M_PI * sy->p[k] * (g * 0.5) / WM_CELLS);
-        }
-        for (int gy = 0; gy < G; gy++) {
-            double complex row = 0;
-            const float *t = f->tile + gy * G;
-            for (int gx = 0; gx < G; gx++) {
-                row += t[gx] * ex[gx];
-            }
-            acc += row * cexp(-I * 2.0 * M_PI * sy->q[k] * (gy * 0.5) / WM_CELLS);
-        }
-        f->ck[k] = acc;
+        f->ck[k] = tile_dft(f->tile, sy->p[k], sy->q[k]);
+        double complex r1 = tile_dft(f->tile, sy->p[k] + 1, sy->q[k]);
+        double complex r2 = tile_dft(f->tile, sy->p[k], sy->q[k] + 1);
+        noise += 0.5 * (creal(r1 * conj(r1)) + creal(r2 * conj(r2)));
     }
     /* Coarse: every half cell, separably. */
-    static const int NT = G;
     double best = -INFINITY, bu = 0, bv = 0;
     double complex ev[WM_SYNC_K][G];
     for (int k = 0; k < WM_SYNC_K; k++) {
-        for (int t = 0; t < NT; t++) {
+        for (int t = 0; t < G; t++) {
             ev[k][t] = cexp(-I * 2.0 * M_PI * sy->q[k] * (t * 0.5) / WM_CELLS);
         }
     }
-    for (int tu = 0; tu < NT; tu++) {
+    for (int tu = 0; tu < G; tu++) {
+        if (radius > 0 && fabs(remainder(tu * 0.5 - cu, WM_CELLS)) > radius) {
+            continue;
+        }
         double complex d[WM_SYNC_K];
         for (int k = 0; k < WM_SYNC_K; k++) {
-            d[k] = f->ck[k] * cexp(-I * (2.0 * M_PI * sy->p[k] * (tu * 0.5) / WM_CELLS + sy->phase[k]));
+            d[k] = f->ck[k] *
+                   cexp(-I * (2.0 * M_PI * sy->p[k] * (tu * 0.5) / WM_CELLS + sy->phase[k]));
         }
-        for (int tv = 0; tv < NT; tv++) {
+        for (int tv = 0; tv < G; tv++) {
+            if (radius > 0 && fabs(remainder(tv * 0.5 - cv, WM_CELLS)) > radius) {
+                continue;
+            }
             double acc = 0;
             for (int k = 0; k < WM_SYNC_K; k++) {
                 acc += creal(d[k] * ev[k][tv]);
@@ -182,7 +204,7 @@ static void find_offset(folded *f, const wm_sync *sy)
             }
         }
     }
-    /* Fine: a tenth of a cell around the coarse peak. */
+    /* Fine: a twentieth of a cell around the coarse peak. */
     double fu = bu, fv = bv;
     for (int i = -5; i <= 5; i++) {
         for (int j = -5; j <= 5; j++) {
@@ -197,8 +219,13 @@ static void find_offset(folded *f, const wm_sync *sy)
     }
     f->tu = fu;
     f->tv = fv;
-    double sd = sqrt(WM_SYNC_K * (double)G * G * var / 2.0);
+    double sd = sqrt(noise / 2.0);
     f->z = sd > 0 ? best / sd : 0;
+}
+
+static void find_offset(folded *f, const wm_sync *sy)
+{
+    find_offset_near(f, sy, 0, 0, -1);
 }
 
 static float tile_at(const float *t, double gu, double gv)
@@ -267,6 +294,70 @@ static bool decode_key(const float chips[WM_NCELLS], const vfy_key *k, vfy_hit *
     return ok;
 }
 
+/* Geometry refinement from the offsets of image patches: each patch folded
+ * on its own finds the tile at t0 + D x (x the patch centre), where D is
+ * what the map still lacks. A least-squares fit of D over the patches that
+ * see the sync corrects scale, rotation, aspect and shear at once, which
+ * the spectrum alone resolves only to a fraction of a bin. */
+static bool refine_by_patches(const float *white, uint32_t w, uint32_t h, vfy_geom *g,
+                              const folded *whole, const wm_sync *sy, folded *tmp)
+{
+    double det = fabs(g->b[0][0] * g->b[1][1] - g->b[0][1] * g->b[1][0]);
+    double period = WM_CELLS / sqrt(det);
+    /* Nine patches when the sync is strong enough to be seen in a ninth of
+     * the image, else four. */
+    int np = whole->z >= 15.0 ? 3 : 2;
+    int nx = w >= np * period ? np : 2, ny = h >= np * period ? np : 2;
+    double sxx[3][3] = {{0}}, sxu[3][2] = {{0}};
+    int used = 0;
+    for (int py = 0; py < ny; py++) {
+        for (int px = 0; px < nx; px++) {
+            uint32_t x0 = (uint32_t)((uint64_t)w * px / nx), x1 = (uint32_t)((uint64_t)w * (px + 1) / nx);
+            uint32_t y0 = (uint32_t)((uint64_t)h * py / ny), y1 = (uint32_t)((uint64_t)h * (py + 1) / ny);
+            fold_rect(white, w, x0, y0, x1, y1, g, tmp->tile, tmp->wsum);
+            /* The patch's tile cannot have drifted far from the whole's. */
+            find_offset_near(tmp, sy, whole->tu, whole->tv, 4.0);
+            if (tmp->z < 3.0) {
+                continue;
+            }
+            /* Offset relative to the whole image's, wrapped to +-32 cells. */
+            double du = remainder(tmp->tu - whole->tu, WM_CELLS);
+            double dv = remainder(tmp->tv - whole->tv, WM_CELLS);
+            double xc = 0.5 * (x0 + x1), yc = 0.5 * (y0 + y1);
+            double v[3] = {1.0, xc, yc};
+            double wt = tmp->z * tmp->z;
+            for (int i = 0; i < 3; i++) {
+                for (int j = 0; j < 3; j++) {
+                    sxx[i][j] += wt * v[i] * v[j];
+                }
+                sxu[i][0] += wt * v[i] * du;
+                sxu[i][1] += wt * v[i] * dv;
+            }
+            used++;
+        }
+    }
+    if (used < 3) {
+        return false;
+    }
+    /* Solve the 3x3 normal equations (Cramer) for each of u and v. */
+    double a = sxx[0][0], b = sxx[0][1], c = sxx[0][2], d = sxx[1][1], e = sxx[1][2],
+           f = sxx[2][2];
+    double dt = a * (d * f - e * e) - b * (b * f - c * e) + c * (b * e - c * d);
+    if (fabs(dt) < 1e-12 * fabs(a * d * f) || dt == 0) {
+        return false;
+    }
+    for (int k = 0; k < 2; k++) {
+        double r0 = sxu[0][k], r1 = sxu[1][k], r2 = sxu[2][k];
+        double cx = (a * (r1 * f - e * r2) - r0 * (b * f - c * e) + c * (b * r2 - r1 * c)) / dt;
+        double cy = (a * (d * r2 - r1 * e) - b * (b * r2 - r1 * c) + r0 * (b * e - c * d)) / dt;
+        /* The patch holds T(u + t): t grows with x as (B_true - B) x, so
+         * the map gains the slope. */
+        g->b[k][0] += cx;
+        g->b[k][1] += cy;
+    }
+    return true;
+}
+
 typedef struct pass_t {
     int level;
     double pmin, pmax; /* tile periods searched, in the level's pixels */
@@ -286,7 +377,7 @@ ct_status vfy_detect(ct_ctx *ctx, const vfy_input *in, const uint8_t sync_key[WM
     level lv[NLEVEL];
     int nlv = 0;
     wm_sync sync;
-    folded *fd = NULL;
+    folded *fd = NULL, *fd2 = NULL;
     float chips[WM_NCELLS];
 
     memset(out, 0, sizeof *out);
@@ -296,7 +387,8 @@ ct_status vfy_detect(ct_ctx *ctx, const vfy_input *in, const uint8_t sync_key[WM
     }
     wm_sync_init(&sync, sync_key);
     fd = ct_malloc(ctx, sizeof *fd);
-    if (fd == NULL) {
+    fd2 = ct_malloc(ctx, sizeof *fd2);
+    if (fd == NULL || fd2 == NULL) {
         st = CT_ERR_NOMEM;
         goto done;
     }
@@ -399,6 +491,23 @@ ct_status vfy_detect(ct_ctx *ctx, const vfy_input *in, const uint8_t sync_key[WM
                     out->hits[out->nhits++] = hit;
                 }
             }
+            /* A clear sync that does not decode is often a map a little
+             * off: refine it from patch offsets and try once more. */
+            if (getenv("CTD")) fprintf(stderr, "L%d cand P=%.3f ang=%.3f z=%.2f score=%.2f\n", cands[c].level, WM_CELLS / sqrt(fabs(det)), atan2(cands[c].g.b[1][0], cands[c].g.b[1][1]) * 180.0 / M_PI, fd->z, cands[c].g.score);
+            if (out->nhits == 0 && fd->z >= REFINE_Z &&
+                refine_by_patches(L->white, L->w, L->h, &cands[c].g, fd, &sync, fd2)) {
+                if (getenv("CTD")) { double d2 = cands[c].g.b[0][0] * cands[c].g.b[1][1] - cands[c].g.b[0][1] * cands[c].g.b[1][0]; fprintf(stderr, "  refined P=%.3f ang=%.3f b=[%.5f %.5f; %.5f %.5f]\n", WM_CELLS / sqrt(fabs(d2)), atan2(cands[c].g.b[1][0], cands[c].g.b[1][1]) * 180.0 / M_PI, cands[c].g.b[0][0], cands[c].g.b[0][1], cands[c].g.b[1][0], cands[c].g.b[1][1]); }
+                fold(L->white, L->w, L->h, &cands[c].g, fd->tile, fd->wsum);
+                find_offset(fd, &sync);
+                chips_of(fd, &sync, chips);
+                for (size_t k = 0; k < nkeys; k++) {
+                    out->trials++;
+                    vfy_hit hit;
+                    if (decode_key(chips, &keys[k], &hit) && out->nhits < VFY_MAX_HITS) {
+                        out->hits[out->nhits++] = hit;
+                    }
+                }
+            }
         }
     }
     out->false_positive_probability = fmin(1.0, (double)out->trials * ldexp(1.0, -WM_TAG_BITS));
@@ -411,5 +520,6 @@ done:
         free(lv[l].white);
     }
     free(fd);
+    free(fd2);
     return st;
 }

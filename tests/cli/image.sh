@@ -1,0 +1,293 @@
+#!/usr/bin/env bash
+# End to end: tag images for a vendor with the real celtrace command, trace
+# them back with `verify`, attack the marked copies with real tools
+# (ImageMagick 6 /usr/bin/convert, cwebp) and check the error contract of
+# embed and verify: exit 2, one 'celtrace: ' line, no output, no temp file.
+. "$(dirname "$0")/lib.sh"
+
+: "${CT_SAMPLES:?set CT_SAMPLES to the samples folder}"
+IMG=$CT_SAMPLES/images
+# The real ImageMagick 6, by full path: a 'convert' earlier on PATH may be
+# something else.
+IM_CONVERT=/usr/bin/convert
+IM_COMPARE=/usr/bin/compare
+IM_IDENTIFY=/usr/bin/identify
+for tool in "$IM_CONVERT" "$IM_COMPARE" "$IM_IDENTIFY" cwebp jq; do
+    if ! command -v "$tool" >/dev/null; then
+        bad "missing tool $tool (run scripts/install-deps.sh)"
+        finish
+    fi
+done
+
+H=$T_DIR/home
+W=$T_DIR/work
+mkdir -p "$W"
+A="Aster Ink"
+B="Birch Frames"
+CEL=cel_headmo_rgba_640x480.png                           # 8-bit RGBA cel
+SKETCH=sketch_woodpecker_gray_progressive_1920x1080.jpg   # grayscale progressive JPEG
+DEEP=bg_garden_16bit_1920x1080.png                        # 16-bit RGB painting
+cp "$IMG/$CEL" "$IMG/$SKETCH" "$IMG/$DEEP" "$W/"
+
+ct --home "$H" init --studio "Image Test Studio"
+expect_ok "init"
+for v in "$A" "$B" "Gone Vendor"; do
+    ct --home "$H" vendor add "$v" --json
+    expect_ok "vendor add $v"
+done
+ct --home "$H" vendor revoke "Gone Vendor"
+expect_ok "vendor revoke"
+
+# identify FILE FORMAT: ImageMagick's view of a file.
+ident() {
+    "$IM_IDENTIFY" -format "$2" "$1" 2>/dev/null
+}
+
+# ---- help --------------------------------------------------------------------------
+for cmd in embed verify; do
+    ct "$cmd" --help
+    expect_ok "$cmd --help"
+    check "$cmd --help starts with Usage" grep -q "^Usage: celtrace $cmd" "$T_DIR/out"
+    check "$cmd --help has an example" grep -q Example "$T_DIR/out"
+done
+
+# ---- embed ---------------------------------------------------------------------------
+# embed_json NAME VENDOR IN OUT [EXPECTED_NAME]: embed with --json and check
+# the object.
+embed_json() {
+    local name=$1 in=$3 outf=$4 vendor=${5:-$2}
+    ct --home "$H" embed --vendor "$2" "$in" -o "$outf" --json
+    expect_ok "embed $name"
+    cp "$T_DIR/out" "$W/$name.embed.json"
+    check "embed $name: --json is one object with vendor, serial, psnr_y >= 40" \
+        jq -e --arg v "$vendor" \
+        '.vendor == $v and (.serial | type) == "number" and .psnr_y >= 40
+         and .ssim_y > 0.9 and .vendor_id >= 1 and .output != null' "$T_DIR/out"
+    check "embed $name: one line" test "$(wc -l <"$T_DIR/out")" -eq 1
+    check "embed $name: output exists" test -s "$outf"
+}
+mkdir -p "$W/out"
+embed_json cel_A "$A" "$W/$CEL" "$W/out/cel_A.png"
+embed_json sketch_A "$A" "$W/$SKETCH" "$W/out/sketch_A.jpg"
+embed_json cel_B "$B" "$W/$CEL" "$W/out/cel_B.png"
+embed_json deep_A 1 "$W/$DEEP" "$W/out/deep_A.png" "$A"
+check "embed by id names the vendor" jq -e --arg v "$A" '.vendor == $v and .vendor_id == 1' \
+    "$W/deep_A.embed.json"
+check "two embeds get different serials" test \
+    "$(jq -r .serial "$W/cel_A.embed.json")" != "$(jq -r .serial "$W/cel_B.embed.json")"
+check "no temporary files left beside the outputs" \
+    test "$(ls -A "$W/out" | LC_ALL=C sort | tr '\n' ' ')" = "cel_A.png cel_B.png deep_A.png sketch_A.jpg "
+
+# Plain text output: one line that names the vendor.
+ct --home "$H" embed --vendor "$B" "$W/$SKETCH" -o "$W/sketch_B.jpg"
+expect_ok "embed (text)"
+check "embed text names the vendor and serial" grep -q "marked for $B (vendor 2), serial [0-9]" \
+    "$T_DIR/out"
+
+# ---- the output keeps what the input was ------------------------------------------------
+for pair in "$CEL:cel_A.png" "$SKETCH:sketch_A.jpg" "$DEEP:deep_A.png"; do
+    in=$W/${pair%%:*}
+    o=$W/out/${pair#*:}
+    check "$(basename "$o") keeps dimensions and depth" \
+        test "$(ident "$in" '%w %h %z')" = "$(ident "$o" '%w %h %z')"
+done
+check "16-bit stays 16-bit" test "$(ident "$W/out/deep_A.png" '%z')" = 16
+check "gray JPEG stays gray" test "$(ident "$W/out/sketch_A.jpg" '%[colorspace]')" = Gray
+check "JPEG quality follows the input" \
+    test "$(ident "$W/$SKETCH" '%Q')" = "$(ident "$W/out/sketch_A.jpg" '%Q')"
+check "cel keeps an alpha channel" test "$(ident "$W/out/cel_A.png" '%A')" = True
+"$IM_CONVERT" "$W/$CEL" -alpha extract "$W/alpha_in.png"
+"$IM_CONVERT" "$W/out/cel_A.png" -alpha extract "$W/alpha_out.png"
+ae=$("$IM_COMPARE" -metric AE "$W/alpha_in.png" "$W/alpha_out.png" null: 2>&1)
+check "alpha is bit-exact (AE $ae)" test "$ae" = 0
+check "the mark changed the pixels" test "$("$IM_COMPARE" -metric AE "$W/$CEL" \
+    "$W/out/cel_A.png" null: 2>&1)" != 0
+
+# ---- verify --------------------------------------------------------------------------------
+# verdict FILE: verify --json one file; sets RC and leaves the line in out.
+verdict() {
+    ct --home "$H" verify --json "$1"
+}
+# expect_vendor DESC FILE VENDOR: the file is identified as VENDOR, with a
+# false-positive probability of at most 1e-9, and exit 0.
+expect_vendor() {
+    local desc=$1 f=$2 v=$3
+    verdict "$f"
+    if [ "$RC" -eq 0 ] && jq -e --arg v "$v" \
+        '.status == "identified" and .vendor == $v and (.vendor_id | type) == "number"
+         and .false_positive_probability <= 1e-9' "$T_DIR/out" >/dev/null 2>&1; then
+        ok
+    else
+        bad "$desc: wanted $v, exit $RC: $(head -c 400 "$T_DIR/out") $(head -c 200 "$T_DIR/err")"
+    fi
+}
+expect_vendor "marked cel" "$W/out/cel_A.png" "$A"
+check "verify --json is one line" test "$(wc -l <"$T_DIR/out")" -eq 1
+check "verdict carries the embed's serial" \
+    test "$(jq -r .serial "$T_DIR/out")" = "$(jq -r .serial "$W/cel_A.embed.json")"
+check "verdict names the file" jq -e --arg f "$W/out/cel_A.png" '.file == $f' "$T_DIR/out"
+expect_vendor "marked sketch JPEG" "$W/out/sketch_A.jpg" "$A"
+expect_vendor "marked 16-bit PNG" "$W/out/deep_A.png" "$A"
+expect_vendor "copy for B" "$W/out/cel_B.png" "$B"
+expect_vendor "sketch copy for B" "$W/sketch_B.jpg" "$B"
+
+# The unmarked original: not_found, exit 1, nobody named.
+verdict "$W/$CEL"
+check "unmarked original: exit 1" test "$RC" -eq 1
+check "unmarked original: not_found, nobody named" jq -e \
+    '.status == "not_found" and .vendor == null and .vendor_id == null
+     and .false_positive_probability == null' "$T_DIR/out"
+ct --home "$H" verify "$W/$SKETCH"
+check "unmarked original (text): exit 1" test "$RC" -eq 1
+check "unmarked original (text): 'no mark found'" grep -q "no mark found" "$T_DIR/out"
+
+# Text output names the vendor.
+ct --home "$H" verify "$W/out/cel_B.png"
+expect_ok "verify (text)"
+check "verify text names B" grep -q "identified: vendor \"$B\"" "$T_DIR/out"
+
+# A folder is walked (recursively, hidden files skipped), one line per file.
+mkdir -p "$W/dump/sub"
+cp "$W/out/cel_A.png" "$W/dump/a.png"
+cp "$W/out/cel_B.png" "$W/dump/sub/b.png"
+cp "$W/$CEL" "$W/dump/sub/plain.png"
+cp "$W/out/cel_A.png" "$W/dump/.hidden.png"
+ct --home "$H" verify --json "$W/dump"
+expect_ok "verify a folder"
+check "folder: three lines" test "$(wc -l <"$T_DIR/out")" -eq 3
+check "folder: a.png is A" jq -se --arg v "$A" \
+    'map(select(.file | endswith("/a.png")))[0] | .status == "identified" and .vendor == $v' \
+    "$T_DIR/out"
+check "folder: sub/b.png is B" jq -se --arg v "$B" \
+    'map(select(.file | endswith("/sub/b.png")))[0] | .vendor == $v' "$T_DIR/out"
+check "folder: sub/plain.png is not_found" jq -se \
+    'map(select(.file | endswith("/sub/plain.png")))[0] | .status == "not_found"' "$T_DIR/out"
+
+# ---- attacks with real tools ---------------------------------------------------------------
+AT=$W/attacked
+mkdir -p "$AT"
+S_A=$W/out/sketch_A.jpg
+"$IM_CONVERT" "$S_A" -strip -quality 75 "$AT/jpeg75.jpg"
+cwebp -quiet -q 75 "$S_A" -o "$AT/webp75.webp"
+"$IM_CONVERT" "$S_A" -resize 50% "$AT/resize50.png"
+"$IM_CONVERT" "$S_A" -flop "$AT/mirror.png"
+"$IM_CONVERT" "$W/sketch_B.jpg" -flop -quality 75 "$AT/mirror_B.jpg"
+# Grayscale of a colour image: the 16-bit painting, re-exported as 8-bit JPEG.
+"$IM_CONVERT" "$W/out/deep_A.png" -colorspace Gray -depth 8 -quality 90 "$AT/gray.jpg"
+"$IM_CONVERT" "$W/out/cel_A.png" -flop "$AT/cel_mirror.png"
+"$IM_CONVERT" "$W/out/cel_A.png" -resize 50% "$AT/cel_resize50.png"
+"$IM_CONVERT" "$W/out/cel_B.png" -colorspace Gray "$AT/cel_gray_B.png"
+for f in jpeg75.jpg webp75.webp resize50.png mirror.png gray.jpg cel_mirror.png cel_resize50.png; do
+    check "attack output $f exists" test -s "$AT/$f"
+    expect_vendor "attack $f" "$AT/$f" "$A"
+done
+expect_vendor "attack mirror + JPEG 75 of B's copy" "$AT/mirror_B.jpg" "$B"
+expect_vendor "attack grayscale of B's cel" "$AT/cel_gray_B.png" "$B"
+check "the mirror is reported" jq -e '.mirrored == true' <(
+    "$CELTRACE" --home "$H" verify --json "$AT/mirror.png" 2>/dev/null)
+
+# Never the wrong vendor over everything above.
+ct --home "$H" verify --json "$AT" "$W/out" "$W/sketch_B.jpg" "$W/$CEL" "$W/$SKETCH" "$W/$DEEP"
+check "batch verify: exit 0" test "$RC" -eq 0
+wrong=$(jq -r --arg a "$A" --arg b "$B" 'select(.status == "identified") |
+    select((.file | test("_B[.]|mirror_B|cel_gray_B|sketch_B")) != (.vendor == $b)) | .file' \
+    "$T_DIR/out")
+check "no file is named for the wrong vendor ($wrong)" test -z "$wrong"
+for f in "$CEL" "$SKETCH" "$DEEP"; do
+    check "batch verify: unmarked original $f is not_found" jq -se --arg f "$W/$f" \
+        'map(select(.file == $f)) | length == 1 and .[0].status == "not_found"' "$T_DIR/out"
+done
+
+# ---- embed error paths -------------------------------------------------------------------------
+# embed_error DESC ARGS...: celtrace embed fails per the contract, the output
+# folder $E stays empty (no output, no temporary file) and the home is
+# unchanged.
+E=$W/errout
+mkdir -p "$E"
+embed_error() {
+    local desc=$1
+    shift
+    expect_error "$desc" "$H" "$CELTRACE" --home "$H" "$@"
+    local left
+    left=$(ls -A "$E")
+    if [ -z "$left" ]; then
+        ok
+    else
+        bad "$desc: left files in the output folder: $left"
+        rm -rf "${E:?}"/* "${E:?}"/.[!.]*
+    fi
+}
+cp "$W/$CEL" "$W/half.png"
+truncate -s $(($(stat -c %s "$W/$CEL") / 2)) "$W/half.png"
+head -c 20000 /dev/urandom >"$W/x.png"
+cp "$IMG/bg_backdrop_1920x1080.png" "$W/big.png"
+
+embed_error "unknown vendor" embed --vendor "No Such Vendor" "$W/$CEL" -o "$E/o.png"
+check "unknown vendor: says which" grep -q "No Such Vendor" "$T_DIR/err"
+embed_error "unknown vendor id" embed --vendor 99 "$W/$CEL" -o "$E/o.png"
+embed_error "revoked vendor" embed --vendor "Gone Vendor" "$W/$CEL" -o "$E/o.png"
+check "revoked vendor: says revoked" grep -q revoked "$T_DIR/err"
+embed_error "missing input" embed --vendor "$A" "$W/nosuch.png" -o "$E/o.png"
+embed_error "truncated PNG" embed --vendor "$A" "$W/half.png" -o "$E/o.png"
+embed_error "random bytes named .png" embed --vendor "$A" "$W/x.png" -o "$E/o.png"
+embed_error "random bytes to JPEG" embed --vendor "$A" "$W/x.png" -o "$E/o.jpg"
+embed_error "unsupported output extension" embed --vendor "$A" "$W/$CEL" -o "$E/out.gif"
+check "unsupported extension: names the output, not a temporary file" \
+    grep -q "^celtrace: $E/out.gif" "$T_DIR/err"
+embed_error "output without extension" embed --vendor "$A" "$W/$CEL" -o "$E/out"
+embed_error "output folder missing" embed --vendor "$A" "$W/$CEL" -o "$E/no/such/o.png"
+sum_before=$(sha256sum <"$W/$CEL")
+embed_error "output == input" embed --vendor "$A" "$W/$CEL" -o "$W/$CEL"
+embed_error "output == input, other spelling" embed --vendor "$A" "$W/$CEL" -o "$W/../work/$CEL"
+ln -s "$W/$CEL" "$W/link.png"
+embed_error "output is a link to the input" embed --vendor "$A" "$W/$CEL" -o "$W/link.png"
+check "input untouched after output == input" test "$(sha256sum <"$W/$CEL")" = "$sum_before"
+check "no temporary file beside the input" test -z "$(ls -A "$W" | grep '^\.')"
+expect_error "wrong passphrase" "$H" env CELTRACE_PASSPHRASE=wrong \
+    "$CELTRACE" --home "$H" embed --vendor "$A" "$W/$CEL" -o "$E/o.png"
+check "wrong passphrase: output folder empty" test -z "$(ls -A "$E")"
+embed_error "--strength 9" embed --vendor "$A" --strength 9 "$W/$CEL" -o "$E/o.png"
+embed_error "--strength abc" embed --vendor "$A" --strength abc "$W/$CEL" -o "$E/o.png"
+embed_error "--quality 0" embed --vendor "$A" --quality 0 "$W/$CEL" -o "$E/o.jpg"
+embed_error "--max-pixels 1000 on a big image" --max-pixels 1000 embed --vendor "$A" \
+    "$W/big.png" -o "$E/o.png"
+check "--max-pixels: says too large" grep -q "too large" "$T_DIR/err"
+embed_error "--max-pixels after the command" embed --max-pixels 1000 --vendor "$A" \
+    "$W/big.png" -o "$E/o.png"
+embed_error "--max-pixels 0" --max-pixels 0 embed --vendor "$A" "$W/$CEL" -o "$E/o.png"
+embed_error "no -o" embed --vendor "$A" "$W/$CEL"
+embed_error "no --vendor" embed "$W/$CEL" -o "$E/o.png"
+embed_error "two inputs" embed --vendor "$A" "$W/$CEL" "$W/$SKETCH" -o "$E/o.png"
+
+# A limit the image fits under is fine.
+ct --home "$H" --max-pixels 307200 embed --vendor "$A" "$W/$CEL" -o "$E/fits.png"
+expect_ok "--max-pixels equal to the image"
+rm -f "$E/fits.png"
+
+# ---- verify error paths --------------------------------------------------------------------------
+ct --home "$H" verify --json "$W/half.png"
+check "verify truncated PNG: exit 2" test "$RC" -eq 2
+check "verify truncated PNG: status error line" jq -e --arg f "$W/half.png" \
+    '.file == $f and .status == "error" and .vendor == null
+     and (.error | type) == "string"' "$T_DIR/out"
+check "verify truncated PNG: one line" test "$(wc -l <"$T_DIR/out")" -eq 1
+ct --home "$H" verify --json "$W/x.png"
+check "verify random bytes: exit 2" test "$RC" -eq 2
+check "verify random bytes: status error" jq -e '.status == "error"' "$T_DIR/out"
+expect_error "verify (text) of a corrupt file" "$H" "$CELTRACE" --home "$H" verify "$W/x.png"
+expect_error "verify a missing file" "$H" "$CELTRACE" --home "$H" verify "$W/nosuch.png"
+expect_error "verify with the wrong passphrase" "$H" \
+    env CELTRACE_PASSPHRASE=wrong "$CELTRACE" --home "$H" verify "$W/out/cel_A.png"
+expect_error "verify --max-pixels 1000" "$H" \
+    "$CELTRACE" --home "$H" --max-pixels 1000 verify "$W/out/cel_A.png"
+expect_error "verify without a file" "$H" "$CELTRACE" --home "$H" verify
+# A corrupt file among marked ones: the marked ones still count (exit 0).
+ct --home "$H" verify --json "$W/x.png" "$W/out/cel_A.png"
+check "corrupt + marked: exit 0" test "$RC" -eq 0
+check "corrupt + marked: an error line and an identified line" test \
+    "$(jq -r .status "$T_DIR/out" | tr '\n' ' ')" = "error identified "
+# A corrupt file among unmarked ones: nothing identified, an error -> 2.
+ct --home "$H" verify --json "$W/x.png" "$W/$CEL"
+check "corrupt + unmarked: exit 2" test "$RC" -eq 2
+
+finish

@@ -1,0 +1,568 @@
+/* verify: blind detection on synthetic planes. Synchronisation after
+ * scaling, rotation, mirroring and cropping; the false-positive
+ * calibration on unmarked images; tiny inputs; allocation failure. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <sodium.h>
+
+#include <celtrace/celtrace.h>
+
+#include "verify/vfy.h"
+#include "watermark/wm.h"
+#include "testutil.h"
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* ---- deterministic randomness (splitmix64) -------------------------------- */
+
+typedef struct rng {
+    uint64_t s;
+} rng;
+
+static uint64_t rng_u64(rng *r)
+{
+    uint64_t z = (r->s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+static double rng_unit(rng *r) /* (0, 1) */
+{
+    return ((double)(rng_u64(r) >> 11) + 0.5) / 9007199254740992.0;
+}
+
+static double rng_gauss(rng *r)
+{
+    double u = rng_unit(r), v = rng_unit(r);
+    return sqrt(-2.0 * log(u)) * cos(2.0 * M_PI * v);
+}
+
+static void rng_bytes(rng *r, uint8_t *out, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        out[i] = (uint8_t)(rng_u64(r) >> 56);
+    }
+}
+
+static float clamp255(double v)
+{
+    return (float)(v < 0 ? 0 : v > 255 ? 255 : v);
+}
+
+/* ---- a small geometric transform ------------------------------------------- */
+
+typedef struct plane {
+    uint32_t w, h;
+    float *y;
+} plane;
+
+/* The suspect is the original scaled by s, rotated by deg degrees
+ * (counter-clockwise on screen, y down), optionally mirrored left-right,
+ * then cropped to ow x oh with its centre moved by (dx, dy) pixels from the
+ * original's centre. Bilinear; a downscale is box-prefiltered first, as
+ * any resizer does, so that the noise does not alias. Pixels from outside
+ * the original are mid-gray. Each output pixel is rounded to a whole
+ * level, as an 8-bit file would hold it. */
+static plane transform(const plane *in, double s, double deg, bool mirror, uint32_t ow,
+                       uint32_t oh, double dx, double dy)
+{
+    plane out = {ow, oh, malloc((size_t)ow * oh * sizeof(float))};
+    const float *src = in->y;
+    float *pre = NULL;
+    if (out.y == NULL) {
+        return out;
+    }
+    int k = s < 1.0 ? (int)lround(1.0 / s) : 1;
+    if (k > 1) {
+        /* box of k x k centred (k odd) or half-pixel-shifted (k even: the
+         * shift is undone below) */
+        pre = malloc((size_t)in->w * in->h * sizeof *pre);
+        if (pre == NULL) {
+            free(out.y);
+            out.y = NULL;
+            return out;
+        }
+        int lo = -(k - 1) / 2, hi = k / 2;
+        for (uint32_t y = 0; y < in->h; y++) {
+            for (uint32_t x = 0; x < in->w; x++) {
+                double acc = 0;
+                int n = 0;
+                for (int j = lo; j <= hi; j++) {
+                    for (int i = lo; i <= hi; i++) {
+                        long xx = (long)x + i, yy = (long)y + j;
+                        if (xx >= 0 && yy >= 0 && xx < (long)in->w && yy < (long)in->h) {
+                            acc += in->y[(size_t)yy * in->w + (size_t)xx];
+                            n++;
+                        }
+                    }
+                }
+                pre[(size_t)y * in->w + x] = (float)(acc / n);
+            }
+        }
+        src = pre;
+    }
+    double shift = k > 1 && k % 2 == 0 ? -0.5 : 0.0;
+    double a = deg * M_PI / 180.0, c = cos(a), sn = sin(a);
+    double cxi = (in->w - 1) / 2.0, cyi = (in->h - 1) / 2.0;
+    double cxo = (ow - 1) / 2.0 + dx, cyo = (oh - 1) / 2.0 + dy;
+    for (uint32_t y = 0; y < oh; y++) {
+        for (uint32_t x = 0; x < ow; x++) {
+            /* suspect offset -> undo rotation -> undo scale -> undo mirror */
+            double ux = x - cxo, uy = y - cyo;
+            double rx = c * ux + sn * uy, ry = -sn * ux + c * uy;
+            rx /= s;
+            ry /= s;
+            if (mirror) {
+                rx = -rx;
+            }
+            double px = rx + cxi + shift, py = ry + cyi + shift;
+            double fx = floor(px), fy = floor(py);
+            long ix = (long)fx, iy = (long)fy;
+            double v = 128.0;
+            if (ix >= 0 && iy >= 0 && ix + 1 < (long)in->w && iy + 1 < (long)in->h) {
+                double ax = px - fx, ay = py - fy;
+                const float *p0 = src + (size_t)iy * in->w + (size_t)ix, *p1 = p0 + in->w;
+                v = (1 - ay) * ((1 - ax) * p0[0] + ax * p0[1]) + ay * ((1 - ax) * p1[0] + ax * p1[1]);
+            }
+            out.y[(size_t)y * ow + x] = clamp255(floor(v + 0.5));
+        }
+    }
+    free(pre);
+    return out;
+}
+
+/* ---- keys ---------------------------------------------------------------------- */
+
+static void make_key(vfy_key *k, uint32_t vendor, uint8_t seed)
+{
+    k->vendor_id = vendor;
+    k->epoch = 1;
+    for (int i = 0; i < WM_KEYBYTES; i++) {
+        k->key[i] = (uint8_t)(seed * 31 + i * 7 + 3);
+    }
+}
+
+/* ---- synchronisation ------------------------------------------------------------ */
+
+typedef struct geo_case {
+    const char *name;
+    double scale, deg;
+    bool mirror;
+    uint32_t ow, oh;
+    double dx, dy;
+} geo_case;
+
+static void test_sync(ct_ctx *ctx)
+{
+    const uint32_t W = 768, H = 768;
+    const size_t n = (size_t)W * H;
+    const uint32_t serial = 0x5eed1234u;
+    uint8_t skey[WM_KEYBYTES], skey_wrong[WM_KEYBYTES];
+    vfy_key keys[3], wrong[2];
+    float *orig = malloc(n * sizeof *orig), *delta = malloc(n * sizeof *delta);
+    plane marked = {W, H, malloc(n * sizeof(float))};
+    rng r = {2024};
+
+    CHECK(orig != NULL && delta != NULL && marked.y != NULL);
+    if (orig == NULL || delta == NULL || marked.y == NULL) {
+        goto done;
+    }
+    for (int i = 0; i < WM_KEYBYTES; i++) {
+        skey[i] = (uint8_t)(0xc0 ^ (i * 5));
+        skey_wrong[i] = skey[i];
+    }
+    skey_wrong[17] ^= 0x10;
+    make_key(&keys[0], 11, 1);
+    make_key(&keys[1], 22, 2); /* the one that marked it */
+    make_key(&keys[2], 33, 3);
+    wrong[0] = keys[0];
+    wrong[1] = keys[2];
+
+    for (size_t i = 0; i < n; i++) {
+        orig[i] = clamp255(128.0 + 8.0 * rng_gauss(&r));
+    }
+    wm_plane pl = {W, H, orig, NULL, NULL, NULL, true};
+    wm_embed_params prm = {1.0, serial};
+    CHECK_ST(wm_embed(ctx, &pl, skey, keys[1].key, &prm, delta), CT_OK);
+    for (size_t i = 0; i < n; i++) {
+        marked.y[i] = orig[i] + delta[i];
+    }
+    const double P0 = wm_period_for(W, H);
+
+    static const geo_case cases[] = {
+        {"as marked", 1.0, 0, false, 768, 768, 0, 0},
+        {"crop offset", 1.0, 0, false, 560, 520, 61.3, -37.0},
+        {"scale 0.5", 0.5, 0, false, 384, 384, 0, 0},
+        {"scale 0.75", 0.75, 0, false, 576, 576, 0, 0},
+        {"scale 1.3", 1.3, 0, false, 900, 900, 12, 5},
+        {"rotate +3", 1.0, 3, false, 600, 600, 0, 0},
+        {"rotate -3", 1.0, -3, false, 600, 600, 0, 0},
+        {"rotate +7", 1.0, 7, false, 560, 560, 0, 0},
+        {"rotate -7", 1.0, -7, false, 560, 560, 0, 0},
+        {"mirror", 1.0, 0, true, 768, 768, 0, 0},
+        {"mirror, rotate 5, scale 0.8, crop", 0.8, 5, true, 440, 400, 20, -15},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        const geo_case *g = &cases[c];
+        double t0 = now_s();
+        plane sus = transform(&marked, g->scale, g->deg, g->mirror, g->ow, g->oh, g->dx, g->dy);
+        CHECK(sus.y != NULL);
+        if (sus.y == NULL) {
+            continue;
+        }
+        vfy_input in = {sus.w, sus.h, sus.y, NULL};
+        vfy_result res;
+        CHECK_ST(vfy_detect(ctx, &in, skey, keys, 3, &res), CT_OK);
+        bool found = res.nhits == 1 && res.hits[0].vendor_id == 22 && res.hits[0].epoch == 1 &&
+                     res.hits[0].serial == serial;
+        double want_p = P0 * g->scale;
+        /* The map's angle is that of the suspect -> tile map, the inverse
+         * of the transform. */
+        double want_a = -g->deg;
+        printf("  %-34s %s: period %.1f (want %.1f) angle %+.2f (want %+.1f)%s sync_z %.1f "
+               "msg_z %.1f trials %llu, %.2f s\n",
+               g->name, found ? "found" : "MISSED", res.period, want_p, res.angle, want_a,
+               res.mirrored ? " mirrored" : "", res.sync_z, res.nhits > 0 ? res.hits[0].msg_z : 0.0,
+               (unsigned long long)res.trials, now_s() - t0);
+        CHECK(found);
+        CHECK(fabs(res.period - want_p) < 0.02 * want_p);
+        CHECK(fabs(fabs(res.angle) - fabs(want_a)) < 0.5);
+        CHECK(res.mirrored == g->mirror);
+        CHECK(res.trials >= 1);
+        CHECK(res.false_positive_probability == (double)res.trials * ldexp(1.0, -WM_TAG_BITS));
+        if (res.nhits > 0) {
+            CHECK(res.hits[0].msg_z > 5.0);
+        }
+        /* The same suspect with only the wrong vendor keys, and with the
+         * wrong studio sync key: nothing. Only on a few cases (time). */
+        if (c == 0 || c == 2 || c == 9) {
+            CHECK_ST(vfy_detect(ctx, &in, skey, wrong, 2, &res), CT_OK);
+            CHECK(res.nhits == 0);
+            CHECK(res.trials >= 2);
+            CHECK_ST(vfy_detect(ctx, &in, skey_wrong, keys, 3, &res), CT_OK);
+            CHECK(res.nhits == 0);
+        }
+        free(sus.y);
+    }
+
+    /* Sign of the angle: +a and -a come out with opposite signs. */
+    {
+        double ang[2];
+        for (int s = 0; s < 2; s++) {
+            plane sus = transform(&marked, 1.0, s ? -7.0 : 7.0, false, 560, 560, 0, 0);
+            vfy_input in = {sus.w, sus.h, sus.y, NULL};
+            vfy_result res;
+            ang[s] = 0;
+            if (sus.y != NULL) {
+                CHECK_ST(vfy_detect(ctx, &in, skey, &keys[1], 1, &res), CT_OK);
+                ang[s] = res.angle;
+            }
+            free(sus.y);
+        }
+        CHECK(ang[0] * ang[1] < 0);
+        CHECK(fabs(ang[0] + ang[1]) < 0.5);
+    }
+
+    /* The unmarked original: nothing, with any key. */
+    {
+        vfy_input in = {W, H, orig, NULL};
+        vfy_result res;
+        CHECK_ST(vfy_detect(ctx, &in, skey, keys, 3, &res), CT_OK);
+        CHECK(res.nhits == 0);
+    }
+
+    /* Transparent pixels carry no evidence: a weight plane that hides the
+     * left third still leaves the mark in the rest; a fully transparent
+     * one gives nothing. */
+    {
+        float *wt = malloc(n * sizeof *wt);
+        CHECK(wt != NULL);
+        if (wt != NULL) {
+            for (size_t i = 0; i < n; i++) {
+                wt[i] = (i % W) < W / 3 ? 0.0f : 1.0f;
+            }
+            vfy_input in = {W, H, marked.y, wt};
+            vfy_result res;
+            CHECK_ST(vfy_detect(ctx, &in, skey, keys, 3, &res), CT_OK);
+            CHECK(res.nhits == 1 && res.hits[0].serial == serial);
+            for (size_t i = 0; i < n; i++) {
+                wt[i] = 0.0f;
+            }
+            CHECK_ST(vfy_detect(ctx, &in, skey, keys, 3, &res), CT_OK);
+            CHECK(res.nhits == 0);
+            free(wt);
+        }
+    }
+done:
+    free(orig);
+    free(delta);
+    free(marked.y);
+}
+
+/* ---- false positives ------------------------------------------------------------- */
+
+static void fill_unmarked(rng *r, int kind, float *y, uint32_t w, uint32_t h)
+{
+    double base = 40 + 170 * rng_unit(r), sigma = 1 + 15 * rng_unit(r);
+    double gx = (rng_unit(r) - 0.5) * 0.6, gy = (rng_unit(r) - 0.5) * 0.6;
+    double fx = 0.02 + 0.3 * rng_unit(r), fy = 0.3 * rng_unit(r), amp = 5 + 40 * rng_unit(r);
+    for (uint32_t yy = 0; yy < h; yy++) {
+        for (uint32_t xx = 0; xx < w; xx++) {
+            double v;
+            switch (kind) {
+            case 0: /* noise */
+                v = base + sigma * rng_gauss(r);
+                break;
+            case 1: /* flat */
+                v = floor(base);
+                break;
+            case 2: /* gradient, whole levels */
+                v = floor(base + gx * (xx - w / 2.0) + gy * (yy - h / 2.0));
+                break;
+            case 3: /* gradient plus a little grain */
+                v = base + gx * (xx - w / 2.0) + gy * (yy - h / 2.0) + 0.7 * rng_gauss(r);
+                break;
+            default: /* a grating with noise: periodic content */
+                v = base + amp * cos(2 * M_PI * (fx * xx + fy * yy)) + 2.0 * rng_gauss(r);
+                break;
+            }
+            y[(size_t)yy * w + xx] = clamp255(floor(v + 0.5));
+        }
+    }
+}
+
+static void test_false_positives(ct_ctx *ctx, int nimg)
+{
+    static const uint32_t sizes[][2] = {{256, 256}, {320, 240}, {256, 256}, {256, 320}, {512, 384}};
+    uint8_t skey[WM_KEYBYTES];
+    vfy_key keys[5];
+    rng r = {31337};
+    float *y = malloc((size_t)512 * 512 * sizeof *y);
+    uint64_t trials = 0;
+    int hits = 0, bad_st = 0, bad_fpp = 0, per_kind[5] = {0};
+
+    CHECK(y != NULL);
+    if (y == NULL) {
+        return;
+    }
+    rng_bytes(&r, skey, sizeof skey);
+    for (int k = 0; k < 5; k++) {
+        keys[k].vendor_id = (uint32_t)(100 + k);
+        keys[k].epoch = 1;
+        rng_bytes(&r, keys[k].key, sizeof keys[k].key);
+    }
+    for (int i = 0; i < nimg; i++) {
+        /* mostly the small sizes, to keep the run short */
+        int si = (i % 10 == 9) ? 4 : i % 4;
+        uint32_t w = sizes[si][0], h = sizes[si][1];
+        int kind = i % 5;
+        fill_unmarked(&r, kind, y, w, h);
+        vfy_input in = {w, h, y, NULL};
+        vfy_result res;
+        ct_status st = vfy_detect(ctx, &in, skey, keys, 5, &res);
+        bad_st += st != CT_OK;
+        hits += res.nhits;
+        trials += res.trials;
+        per_kind[kind] += (int)res.trials;
+        bad_fpp += res.false_positive_probability != (double)res.trials * ldexp(1.0, -WM_TAG_BITS);
+        if (res.nhits > 0) {
+            fprintf(stderr, "false positive: image %d (kind %d, %ux%u): vendor %u serial %08x\n",
+                    i, kind, w, h, res.hits[0].vendor_id, res.hits[0].serial);
+        }
+    }
+    printf("  %d unmarked images x 5 keys: %d hits, %llu trials (noise %d, flat %d, gradient "
+           "%d, grain %d, grating %d)\n",
+           nimg, hits, (unsigned long long)trials, per_kind[0], per_kind[1], per_kind[2],
+           per_kind[3], per_kind[4]);
+    CHECK(bad_st == 0);
+    CHECK(hits == 0);
+    CHECK(bad_fpp == 0);
+    /* Every image is decoded at least once per key. */
+    CHECK(trials >= (uint64_t)nimg * 5);
+    free(y);
+}
+
+/* ---- small inputs ------------------------------------------------------------------ */
+
+static void test_small(ct_ctx *ctx)
+{
+    static const uint32_t sizes[][2] = {{32, 32}, {1, 1}, {63, 500}, {500, 63}, {64, 64}, {97, 80}};
+    uint8_t skey[WM_KEYBYTES] = {1, 2, 3};
+    vfy_key k;
+    float *y = malloc((size_t)500 * 64 * sizeof *y);
+    rng r = {5};
+    make_key(&k, 9, 9);
+    CHECK(y != NULL);
+    if (y == NULL) {
+        return;
+    }
+    for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
+        uint32_t w = sizes[s][0], h = sizes[s][1];
+        for (size_t i = 0; i < (size_t)w * h; i++) {
+            y[i] = (float)(128 + 8 * rng_gauss(&r));
+        }
+        vfy_input in = {w, h, y, NULL};
+        vfy_result res;
+        memset(&res, 0x55, sizeof res);
+        CHECK_ST(vfy_detect(ctx, &in, skey, &k, 1, &res), CT_OK);
+        CHECK(res.nhits == 0);
+        if (w < 64 || h < 64) {
+            CHECK(res.trials == 0);
+            CHECK(res.false_positive_probability == 0.0);
+        }
+    }
+    /* No keys: the geometry is searched, nothing is decoded. */
+    {
+        uint32_t w = 97, h = 80;
+        vfy_input in = {w, h, y, NULL};
+        vfy_result res;
+        CHECK_ST(vfy_detect(ctx, &in, skey, NULL, 0, &res), CT_OK);
+        CHECK(res.nhits == 0);
+        CHECK(res.trials == 0);
+    }
+    free(y);
+}
+
+/* ---- allocation failure -------------------------------------------------------------- */
+
+static void test_faults(ct_ctx *ctx)
+{
+    const uint32_t w = 256, h = 224;
+    const size_t n = (size_t)w * h;
+    float *y = malloc(n * sizeof *y), *delta = malloc(n * sizeof *delta);
+    float *wt = malloc(n * sizeof *wt);
+    uint8_t skey[WM_KEYBYTES];
+    vfy_key k;
+    rng r = {77};
+    int bad = 0, saw_nomem = 0, reached_ok = 0;
+
+    CHECK(y != NULL && delta != NULL && wt != NULL);
+    if (y == NULL || delta == NULL || wt == NULL) {
+        goto done;
+    }
+    rng_bytes(&r, skey, sizeof skey);
+    make_key(&k, 4, 4);
+    for (size_t i = 0; i < n; i++) {
+        y[i] = clamp255(120 + 8 * rng_gauss(&r));
+        wt[i] = (i % w) < 20 ? 0.0f : 1.0f;
+    }
+    wm_plane pl = {w, h, y, NULL, NULL, wt, true};
+    wm_embed_params prm = {1.0, 4242};
+    CHECK_ST(wm_embed(ctx, &pl, skey, k.key, &prm, delta), CT_OK);
+    for (size_t i = 0; i < n; i++) {
+        y[i] += delta[i];
+    }
+    vfy_input in = {w, h, y, wt};
+    vfy_result ref;
+    CHECK_ST(vfy_detect(ctx, &in, skey, &k, 1, &ref), CT_OK);
+    printf("  fault image: %d hit(s), trials %llu\n", ref.nhits, (unsigned long long)ref.trials);
+
+    for (long a = 1; a <= 30; a++) {
+        vfy_result res;
+        ctx->fail_alloc_after = a;
+        ct_status st = vfy_detect(ctx, &in, skey, &k, 1, &res);
+        bool injected = ctx->fail_alloc_after == 0;
+        ctx->fail_alloc_after = 0;
+        if (st == CT_ERR_NOMEM) {
+            saw_nomem = 1;
+            if (!injected) {
+                bad++;
+            }
+        } else if (st == CT_OK) {
+            if (injected) {
+                bad++;
+                fprintf(stderr, "vfy_detect: allocation %ld failed, status OK\n", a);
+            } else {
+                reached_ok = 1;
+                if (res.nhits != ref.nhits || res.trials != ref.trials) {
+                    bad++;
+                }
+            }
+        } else {
+            bad++;
+            fprintf(stderr, "vfy_detect with allocation %ld failing: %d (%s)\n", a, (int)st,
+                    ct_errmsg(ctx));
+        }
+    }
+    CHECK(bad == 0);
+    CHECK(saw_nomem);
+
+    /* Once the detector has all its memory it gives the same answer. */
+    {
+        vfy_result res;
+        CHECK_ST(vfy_detect(ctx, &in, skey, &k, 1, &res), CT_OK);
+        CHECK(res.nhits == ref.nhits && res.trials == ref.trials);
+    }
+    if (!reached_ok) {
+        printf("  (vfy_detect needs more than 30 allocations here)\n");
+    }
+
+    /* The whitening on its own. */
+    bad = saw_nomem = 0;
+    for (long a = 1; a <= 12; a++) {
+        ctx->fail_alloc_after = a;
+        ct_status st = vfy_whiten(ctx, y, wt, w, h, 15, 3, delta);
+        bool injected = ctx->fail_alloc_after == 0;
+        ctx->fail_alloc_after = 0;
+        if (st == CT_ERR_NOMEM) {
+            saw_nomem = 1;
+            bad += !injected;
+        } else if (st == CT_OK) {
+            bad += injected;
+        } else {
+            bad++;
+        }
+    }
+    CHECK(bad == 0);
+    CHECK(saw_nomem);
+done:
+    free(y);
+    free(delta);
+    free(wt);
+}
+
+int main(int argc, char **argv)
+{
+    ct_ctx *ctx = NULL;
+    char home[4200];
+    /* --fp N: a longer false-positive run by hand */
+    int nfp = 320;
+    if (argc > 2 && strcmp(argv[1], "--fp") == 0) {
+        nfp = atoi(argv[2]);
+    }
+
+    if (sodium_init() < 0) {
+        fprintf(stderr, "sodium_init failed\n");
+        return 2;
+    }
+    snprintf(home, sizeof home, "%s/home", tu_tmpdir("verify"));
+    CHECK_ST(ct_ctx_new(home, &ctx), CT_OK);
+    if (ctx == NULL) {
+        return tu_done("test_verify");
+    }
+    double t0 = now_s(), t;
+    t = now_s();
+    test_small(ctx);
+    printf("small: %.2f s\n", now_s() - t);
+    t = now_s();
+    test_faults(ctx);
+    printf("faults: %.2f s\n", now_s() - t);
+    t = now_s();
+    test_sync(ctx);
+    printf("sync: %.2f s\n", now_s() - t);
+    t = now_s();
+    test_false_positives(ctx, nfp);
+    printf("false positives: %.2f s\n", now_s() - t);
+    ct_ctx_free(ctx);
+    printf("test_verify: %.2f s\n", now_s() - t0);
+    return tu_done("test_verify");
+}
