@@ -123,6 +123,14 @@ ct_status ct_embed_file(ct_ctx *ctx, const char *vendor, const char *input, cons
     if (wo.jpeg_quality < 0 || wo.jpeg_quality > 100) {
         return ct_fail(ctx, CT_ERR_MISUSE, "JPEG quality must be between 1 and 100");
     }
+    const char *oext = strrchr(output, '.');
+    const char *oslash = strrchr(output, '/');
+    if (oext == NULL || (oslash != NULL && oext < oslash) ||
+        (strcasecmp(oext, ".png") != 0 && strcasecmp(oext, ".jpg") != 0 &&
+         strcasecmp(oext, ".jpeg") != 0)) {
+        return ct_fail(ctx, CT_ERR_MISUSE, "%s: the output must end in .png, .jpg or .jpeg",
+                       output);
+    }
     if (strcmp(input, output) == 0 || same_file(input, output)) {
         return ct_fail(ctx, CT_ERR_MISUSE, "%s: refusing to overwrite the original with its "
                                            "marked copy", output);

@@ -72,8 +72,8 @@ typedef struct plane {
  * any resizer does, so that the noise does not alias. Pixels from outside
  * the original are mid-gray. Each output pixel is rounded to a whole
  * level, as an 8-bit file would hold it. */
-static plane transform(const plane *in, double s, double deg, bool mirror, uint32_t ow,
-                       uint32_t oh, double dx, double dy)
+static plane transform(const plane *in, double s, double deg, bool mirror, uint32_t ow, uint32_t oh,
+                       double dx, double dy)
 {
     plane out = {ow, oh, malloc((size_t)ow * oh * sizeof(float))};
     const float *src = in->y;
@@ -131,7 +131,8 @@ static plane transform(const plane *in, double s, double deg, bool mirror, uint3
             if (ix >= 0 && iy >= 0 && ix + 1 < (long)in->w && iy + 1 < (long)in->h) {
                 double ax = px - fx, ay = py - fy;
                 const float *p0 = src + (size_t)iy * in->w + (size_t)ix, *p1 = p0 + in->w;
-                v = (1 - ay) * ((1 - ax) * p0[0] + ax * p0[1]) + ay * ((1 - ax) * p1[0] + ax * p1[1]);
+                v = (1 - ay) * ((1 - ax) * p0[0] + ax * p0[1]) +
+                    ay * ((1 - ax) * p1[0] + ax * p1[1]);
             }
             out.y[(size_t)y * ow + x] = clamp255(floor(v + 0.5));
         }
@@ -342,13 +343,13 @@ static void fill_unmarked(rng *r, int kind, float *y, uint32_t w, uint32_t h)
 
 static void test_false_positives(ct_ctx *ctx, int nimg)
 {
-    static const uint32_t sizes[][2] = {{256, 256}, {320, 240}, {256, 256}, {256, 320}, {512, 384}};
+    static const uint32_t sizes[][2] = {{256, 256}, {320, 240}, {256, 256}, {240, 320}, {512, 384}};
     uint8_t skey[WM_KEYBYTES];
     vfy_key keys[5];
     rng r = {31337};
     float *y = malloc((size_t)512 * 512 * sizeof *y);
     uint64_t trials = 0;
-    int hits = 0, bad_st = 0, bad_fpp = 0, per_kind[5] = {0};
+    int hits = 0, bad_st = 0, bad_fpp = 0, bad_trials = 0, per_kind[5] = {0};
 
     CHECK(y != NULL);
     if (y == NULL) {
@@ -362,7 +363,7 @@ static void test_false_positives(ct_ctx *ctx, int nimg)
     }
     for (int i = 0; i < nimg; i++) {
         /* mostly the small sizes, to keep the run short */
-        int si = (i % 10 == 9) ? 4 : i % 4;
+        int si = (i % 15 == 14) ? 4 : i % 4;
         uint32_t w = sizes[si][0], h = sizes[si][1];
         int kind = i % 5;
         fill_unmarked(&r, kind, y, w, h);
@@ -374,9 +375,11 @@ static void test_false_positives(ct_ctx *ctx, int nimg)
         trials += res.trials;
         per_kind[kind] += (int)res.trials;
         bad_fpp += res.false_positive_probability != (double)res.trials * ldexp(1.0, -WM_TAG_BITS);
+        /* every decoded candidate is tried with every key */
+        bad_trials += res.trials == 0 || res.trials % 5 != 0;
         if (res.nhits > 0) {
-            fprintf(stderr, "false positive: image %d (kind %d, %ux%u): vendor %u serial %08x\n",
-                    i, kind, w, h, res.hits[0].vendor_id, res.hits[0].serial);
+            fprintf(stderr, "false positive: image %d (kind %d, %ux%u): vendor %u serial %08x\n", i,
+                    kind, w, h, res.hits[0].vendor_id, res.hits[0].serial);
         }
     }
     printf("  %d unmarked images x 5 keys: %d hits, %llu trials (noise %d, flat %d, gradient "
@@ -386,7 +389,7 @@ static void test_false_positives(ct_ctx *ctx, int nimg)
     CHECK(bad_st == 0);
     CHECK(hits == 0);
     CHECK(bad_fpp == 0);
-    /* Every image is decoded at least once per key. */
+    CHECK(bad_trials == 0);
     CHECK(trials >= (uint64_t)nimg * 5);
     free(y);
 }
@@ -535,7 +538,7 @@ int main(int argc, char **argv)
     ct_ctx *ctx = NULL;
     char home[4200];
     /* --fp N: a longer false-positive run by hand */
-    int nfp = 320;
+    int nfp = 300;
     if (argc > 2 && strcmp(argv[1], "--fp") == 0) {
         nfp = atoi(argv[2]);
     }

@@ -136,10 +136,8 @@ static void test_keyed(void)
     CHECK(memcmp(sp1.pn, sp3.pn, sizeof sp1.pn) != 0);
     CHECK(memcmp(sp1.bit_of_cell, sp3.bit_of_cell, sizeof sp1.bit_of_cell) != 0);
 
-    /* The sync key and a vendor key of the same bytes draw different
-     * streams (different purposes): the spreading does not repeat the
-     * sync phases' bits. Weak check: pn agrees with a fresh key's pn about
-     * half the time. */
+    /* Keys one bit apart give unrelated sequences: pn agrees about half
+     * the time (sigma 32 cells). */
     int agree = 0;
     for (int i = 0; i < WM_NCELLS; i++) {
         agree += sp1.pn[i] == sp3.pn[i];
@@ -208,13 +206,13 @@ static void test_keyed(void)
     e2 /= WM_NCELLS;
     CHECK(fabs(e1) < 1e-4);
     CHECK(fabs(e2 - 1.0) < 1e-3);
-    CHECK(fabs(wm_sync_at(&s1, 3.3, 7.7) - wm_sync_at(&s1, 3.3 + WM_CELLS, 7.7 - WM_CELLS)) <
-          1e-4);
+    CHECK(fabs(wm_sync_at(&s1, 3.3, 7.7) - wm_sync_at(&s1, 3.3 + WM_CELLS, 7.7 - WM_CELLS)) < 1e-4);
 }
 
 /* ---- known answers ---------------------------------------------------------- */
 
 #define KAT_SERIAL 0x12345678u
+#define KAT_NSYNC  (WM_SYNC_K < 16 ? WM_SYNC_K : 16)
 
 typedef struct sbuf {
     char *p;
@@ -265,7 +263,7 @@ static void kat_text(sbuf *b)
     sb_printf(b, "# Written by test_watermark --write-kat. A change here is a change of the\n"
                  "# mark format: bump WM_ALGO_VERSION and say so in the commit.\n");
     sb_printf(b, "# sync k p q phase (first 16)\n");
-    for (int k = 0; k < 16; k++) {
+    for (int k = 0; k < KAT_NSYNC; k++) {
         sb_printf(b, "sync %d %d %d %.4f\n", k, s.p[k], s.q[k], (double)s.phase[k]);
     }
     sb_printf(b, "# pn of cells 0..63 (+ is +1)\n");
@@ -360,7 +358,7 @@ static void test_kat(void)
     fclose(f);
     CHECK(mismatch == 0);
     CHECK(want == NULL);
-    CHECK(ndata == 16 + 4);
+    CHECK(ndata == KAT_NSYNC + 4);
     free(b.p);
 }
 
@@ -533,7 +531,7 @@ static void test_code(void)
         info[i] ^= 1;
     }
     CHECK(single_bad == 0);
-    /* Serial bit 0 and tag bit 0 by name, as the brief of the format says. */
+    /* The first serial bit and the first tag bit, by name. */
     info[0] ^= 1;
     CHECK(!wm_payload_check(key, info, &serial));
     info[0] ^= 1;
@@ -575,8 +573,7 @@ static void test_period(void)
             double want = m * 2.0 / 9.0;
             if (want >= 121 && want <= 1199 && fabs(p - want) > 2.5) {
                 if (bad++ < 5) {
-                    fprintf(stderr, "wm_period_for(%u, %u) = %d, not about %.1f\n", w, h, p,
-                            want);
+                    fprintf(stderr, "wm_period_for(%u, %u) = %d, not about %.1f\n", w, h, p, want);
                 }
             }
         }
@@ -646,7 +643,8 @@ static void test_tile(ct_ctx *ctx)
     for (int v = 0; v < WM_CELLS; v++) {
         for (int u = 0; u < WM_CELLS; u++) {
             double t = wm_tile_at(chips, &s, u, v);
-            double m = WM_ALPHA_MSG * chips[v * WM_CELLS + u] + WM_ALPHA_SYNC * wm_sync_at(&s, u, v);
+            double m =
+                WM_ALPHA_MSG * chips[v * WM_CELLS + u] + WM_ALPHA_SYNC * wm_sync_at(&s, u, v);
             cell_bad += fabs(t - m) > 1e-4;
         }
     }
@@ -681,8 +679,7 @@ static void test_tile(ct_ctx *ctx)
             double t = wm_tile_at(chips, &s, xx * (double)WM_CELLS / P, yy * (double)WM_CELLS / P);
             double d = delta[(size_t)yy * w + xx];
             resid = fmax(resid, fabs(d - gain * t));
-            if (xx + (uint32_t)P < w &&
-                fabs(d - delta[(size_t)yy * w + xx + (uint32_t)P]) > 1e-5) {
+            if (xx + (uint32_t)P < w && fabs(d - delta[(size_t)yy * w + xx + (uint32_t)P]) > 1e-5) {
                 periodic_bad++;
             }
         }
@@ -847,8 +844,8 @@ done:
 
 typedef struct quality_case {
     const char *file;
-    bool split;       /* realise fractional luma over RGB (lossless output) */
-    double min_flat;  /* share of pixels in flat fills the sample is known to have */
+    bool split;      /* realise fractional luma over RGB (lossless output) */
+    double min_flat; /* share of pixels in flat fills the sample is known to have */
 } quality_case;
 
 static void test_quality(ct_ctx *ctx)
@@ -887,8 +884,8 @@ static void test_quality(ct_ctx *ctx)
         y2 = malloc(n * sizeof *y2);
         rmax = malloc(n * sizeof *rmax);
         rmin = malloc(n * sizeof *rmin);
-        if (y == NULL || up == NULL || down == NULL || wt == NULL || delta == NULL ||
-            y2 == NULL || rmax == NULL || rmin == NULL) {
+        if (y == NULL || up == NULL || down == NULL || wt == NULL || delta == NULL || y2 == NULL ||
+            rmax == NULL || rmin == NULL) {
             CHECK(!"out of memory");
             goto next;
         }

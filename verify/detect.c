@@ -12,7 +12,6 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <stdio.h>
 
 #include <sodium.h>
 
@@ -238,23 +237,41 @@ static float tile_at(const float *t, double gu, double gv)
            c * ((1 - a) * t[j1 * G + i0] + a * t[j1 * G + i1]);
 }
 
-/* Chip values at the cell centres, with the measured sync removed (it is
- * known, so it need not be noise to the message). */
-static void chips_of(const folded *f, const wm_sync *sy, float chips[WM_NCELLS])
+/* Chip values: each message cell's tent (the bilinear chip the embedder
+ * drew, two message cells = four tile units wide) correlated with the
+ * folded tile around the cell centre, collecting the chip's energy from
+ * 7 x 7 bins; the measured sync is removed first (it is known, so it need
+ * not be noise to the message). */
+static void chips_of(const folded *f, const wm_sync *sy, float *clean, float chips[WM_NCELLS])
 {
     const double s = G / (double)WM_CELLS;
-    for (int j = 0; j < WM_CELLS; j++) {
-        for (int i = 0; i < WM_CELLS; i++) {
-            /* The tile holds T(u + t) at u: cell (i, j) of T sits at
-             * (i - tu, j - tv). */
-            double u = i - f->tu, v = j - f->tv;
-            float val = tile_at(f->tile, u * s, v * s);
-            double syn = 0;
+    /* clean = tile minus the fitted sync, on the bin grid. */
+    for (int gy = 0; gy < G; gy++) {
+        for (int gx = 0; gx < G; gx++) {
+            double u = gx / s, v = gy / s, syn = 0;
             for (int k = 0; k < WM_SYNC_K; k++) {
                 double ph = 2.0 * M_PI * (sy->p[k] * u + sy->q[k] * v) / WM_CELLS;
                 syn += creal(f->ck[k] * cexp(I * ph));
             }
-            chips[j * WM_CELLS + i] = val - (float)(2.0 * syn / (G * G));
+            clean[gy * G + gx] = f->tile[gy * G + gx] - (float)(2.0 * syn / (G * G));
+        }
+    }
+    const int step = WM_CELLS / WM_MCELLS; /* tile units per message cell */
+    const int reach = (int)(step * s) - 1;  /* bins inside the tent */
+    for (int j = 0; j < WM_MCELLS; j++) {
+        for (int i = 0; i < WM_MCELLS; i++) {
+            /* The tile holds T(u + t) at u: cell (i, j) of T sits at
+             * (step i - tu, step j - tv). */
+            double u0 = step * i - f->tu, v0 = step * j - f->tv;
+            float acc = 0;
+            for (int dy = -reach; dy <= reach; dy++) {
+                float wy = 1.0f - (float)abs(dy) / (float)(reach + 1);
+                for (int dx = -reach; dx <= reach; dx++) {
+                    float wx = 1.0f - (float)abs(dx) / (float)(reach + 1);
+                    acc += wx * wy * tile_at(clean, u0 * s + dx, v0 * s + dy);
+                }
+            }
+            chips[j * WM_MCELLS + i] = acc;
         }
     }
 }
@@ -477,7 +494,7 @@ ct_status vfy_detect(ct_ctx *ctx, const vfy_input *in, const uint8_t sync_key[WM
                          cands[c].g.b[0][1] * cands[c].g.b[1][0];
             fold(L->white, L->w, L->h, &cands[c].g, fd->tile, fd->wsum);
             find_offset(fd, &sync);
-            chips_of(fd, &sync, chips);
+            chips_of(fd, &sync, fd2->wsum, chips);
             if (fd->z > out->sync_z || out->period == 0) {
                 out->period = WM_CELLS / sqrt(fabs(det)) * (1u << cands[c].level);
                 out->angle = atan2(cands[c].g.b[1][0], cands[c].g.b[1][1]) * 180.0 / M_PI;
@@ -493,13 +510,11 @@ ct_status vfy_detect(ct_ctx *ctx, const vfy_input *in, const uint8_t sync_key[WM
             }
             /* A clear sync that does not decode is often a map a little
              * off: refine it from patch offsets and try once more. */
-            if (getenv("CTD")) fprintf(stderr, "L%d cand P=%.3f ang=%.3f z=%.2f score=%.2f\n", cands[c].level, WM_CELLS / sqrt(fabs(det)), atan2(cands[c].g.b[1][0], cands[c].g.b[1][1]) * 180.0 / M_PI, fd->z, cands[c].g.score);
             if (out->nhits == 0 && fd->z >= REFINE_Z &&
                 refine_by_patches(L->white, L->w, L->h, &cands[c].g, fd, &sync, fd2)) {
-                if (getenv("CTD")) { double d2 = cands[c].g.b[0][0] * cands[c].g.b[1][1] - cands[c].g.b[0][1] * cands[c].g.b[1][0]; fprintf(stderr, "  refined P=%.3f ang=%.3f b=[%.5f %.5f; %.5f %.5f]\n", WM_CELLS / sqrt(fabs(d2)), atan2(cands[c].g.b[1][0], cands[c].g.b[1][1]) * 180.0 / M_PI, cands[c].g.b[0][0], cands[c].g.b[0][1], cands[c].g.b[1][0], cands[c].g.b[1][1]); }
                 fold(L->white, L->w, L->h, &cands[c].g, fd->tile, fd->wsum);
                 find_offset(fd, &sync);
-                chips_of(fd, &sync, chips);
+                chips_of(fd, &sync, fd2->wsum, chips);
                 for (size_t k = 0; k < nkeys; k++) {
                     out->trials++;
                     vfy_hit hit;
@@ -521,5 +536,55 @@ done:
     }
     free(fd);
     free(fd2);
+    return st;
+}
+
+ct_status vfy_try_geometry(ct_ctx *ctx, const vfy_input *in, const uint8_t sync_key[WM_KEYBYTES],
+                           const vfy_key *keys, size_t nkeys, const vfy_geom *geom,
+                           vfy_result *out)
+{
+    ct_status st = CT_OK;
+    wm_sync sync;
+    folded *fd = NULL, *fd2 = NULL;
+    float *white = NULL;
+    float chips[WM_NCELLS];
+    vfy_geom g = *geom;
+
+    memset(out, 0, sizeof *out);
+    wm_sync_init(&sync, sync_key);
+    fd = ct_malloc(ctx, sizeof *fd);
+    fd2 = ct_malloc(ctx, sizeof *fd2);
+    white = ct_mallocarray(ctx, (size_t)in->w * in->h, sizeof *white);
+    if (fd == NULL || fd2 == NULL || white == NULL) {
+        st = CT_ERR_NOMEM;
+        goto done;
+    }
+    st = vfy_whiten(ctx, in->y, in->weight, in->w, in->h, MEAN_R, VAR_R, white);
+    if (st != CT_OK) {
+        goto done;
+    }
+    for (int attempt = 0; attempt < 2 && out->nhits == 0; attempt++) {
+        fold(white, in->w, in->h, &g, fd->tile, fd->wsum);
+        find_offset(fd, &sync);
+        chips_of(fd, &sync, fd2->wsum, chips);
+        if (attempt == 0) {
+            out->sync_z = fd->z;
+        }
+        for (size_t k = 0; k < nkeys; k++) {
+            out->trials++;
+            vfy_hit hit;
+            if (decode_key(chips, &keys[k], &hit) && out->nhits < VFY_MAX_HITS) {
+                out->hits[out->nhits++] = hit;
+            }
+        }
+        if (out->nhits > 0 || !refine_by_patches(white, in->w, in->h, &g, fd, &sync, fd2)) {
+            break;
+        }
+    }
+    out->false_positive_probability = fmin(1.0, (double)out->trials * ldexp(1.0, -WM_TAG_BITS));
+done:
+    free(fd);
+    free(fd2);
+    free(white);
     return st;
 }

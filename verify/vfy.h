@@ -59,6 +59,14 @@ typedef struct vfy_geom {
     double score; /* spectral score */
 } vfy_geom;
 
+/* Decode at a known map (cell = B * pixel), refining it from patch
+ * offsets once if the first decode fails: the informed path, when the
+ * original is known and the suspect has been registered to it. */
+ct_status vfy_try_geometry(ct_ctx *ctx, const vfy_input *in, const uint8_t sync_key[WM_KEYBYTES],
+                           const vfy_key *keys, size_t nkeys, const vfy_geom *geom,
+                           vfy_result *out);
+
+
 /* Matched-filter whitening (whiten.c), used by the search and the fold:
  * mean over (2 mean_r + 1)^2, noise variance over (2 var_r + 1)^2.
  * Transparent pixels (weight < 0.5) are NaN: they carry no evidence. */

@@ -51,19 +51,20 @@ static ct_status render_tile(ct_ctx *ctx, const int8_t chips[WM_NCELLS], const w
             out[(size_t)y * P + x] = acc * norm;
         }
     }
-    /* Chips: bilinear between cell centres. */
+    /* Chips: bilinear between message cell centres. */
+    double mscale = (double)WM_MCELLS / P;
     for (int y = 0; y < P; y++) {
-        double v = y * scale;
+        double v = y * mscale;
         double fv = floor(v);
         float b = (float)(v - fv);
-        int j0 = (int)fv & (WM_CELLS - 1), j1 = (j0 + 1) & (WM_CELLS - 1);
+        int j0 = (int)fv & (WM_MCELLS - 1), j1 = (j0 + 1) & (WM_MCELLS - 1);
         for (int x = 0; x < P; x++) {
-            double u = x * scale;
+            double u = x * mscale;
             double fu = floor(u);
             float a = (float)(u - fu);
-            int i0 = (int)fu & (WM_CELLS - 1), i1 = (i0 + 1) & (WM_CELLS - 1);
-            float c = (1 - b) * ((1 - a) * chips[j0 * WM_CELLS + i0] + a * chips[j0 * WM_CELLS + i1]) +
-                      b * ((1 - a) * chips[j1 * WM_CELLS + i0] + a * chips[j1 * WM_CELLS + i1]);
+            int i0 = (int)fu & (WM_MCELLS - 1), i1 = (i0 + 1) & (WM_MCELLS - 1);
+            const int8_t *r0 = chips + j0 * WM_MCELLS, *r1 = chips + j1 * WM_MCELLS;
+            float c = (1 - b) * ((1 - a) * r0[i0] + a * r0[i1]) + b * ((1 - a) * r1[i0] + a * r1[i1]);
             out[(size_t)y * P + x] += WM_ALPHA_MSG * c;
         }
     }

@@ -18,7 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define KAPPA   0.012f
+#define KAPPA   0.03f
 #define C2      58.5225f /* (0.03 * 255)^2, SSIM's constant */
 #define A_MAX   4.0f
 /* In flat areas: dithered whole levels (gray, JPEG) reach an RMS of about

@@ -16,18 +16,21 @@ void wm_chips(const wm_spread *sp, const uint8_t coded[WM_CODED_BITS], int8_t ch
 
 static inline int wrap(int i)
 {
-    return i & (WM_CELLS - 1);
+    return i & (WM_MCELLS - 1);
 }
 
-/* Bilinear interpolation of the chips, cell centres at integer (u, v). */
+/* Bilinear interpolation of the chips; (u, v) in tile units, message cell
+ * centres at even coordinates. */
 static float chip_at(const int8_t chips[WM_NCELLS], double u, double v)
 {
+    u *= (double)WM_MCELLS / WM_CELLS;
+    v *= (double)WM_MCELLS / WM_CELLS;
     double fu = floor(u), fv = floor(v);
     float a = (float)(u - fu), b = (float)(v - fv);
     int i0 = wrap((int)fu), j0 = wrap((int)fv);
     int i1 = wrap(i0 + 1), j1 = wrap(j0 + 1);
-    float c00 = chips[j0 * WM_CELLS + i0], c10 = chips[j0 * WM_CELLS + i1];
-    float c01 = chips[j1 * WM_CELLS + i0], c11 = chips[j1 * WM_CELLS + i1];
+    float c00 = chips[j0 * WM_MCELLS + i0], c10 = chips[j0 * WM_MCELLS + i1];
+    float c01 = chips[j1 * WM_MCELLS + i0], c11 = chips[j1 * WM_MCELLS + i1];
     return (1 - b) * ((1 - a) * c00 + a * c10) + b * ((1 - a) * c01 + a * c11);
 }
 

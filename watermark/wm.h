@@ -8,11 +8,13 @@
  *    period of P0 pixels (wm_period_for: about 2/9 of the short side, so a
  *    downscaled leak looks like a smaller original; never a power of two,
  *    so that tiled paper textures do not line up with it);
- *  - each cell carries one chip of the message: a coded bit (80 payload
- *    bits under a K=7 rate-1/3 convolutional code, 258 coded bits spread
- *    over 4096 cells) times a keyed +-1 sequence of the vendor's key; chips
- *    are bilinearly interpolated between cell centres so the mark has
- *    little energy above the cell frequency (JPEG and downscaling keep it);
+ *  - the tile is WM_MCELLS x WM_MCELLS message cells; each carries one chip:
+ *    a coded bit (80 payload bits under a K=7 rate-1/3 convolutional code,
+ *    258 coded bits spread over 1024 cells) times a keyed +-1 sequence of
+ *    the vendor's key; chips are bilinearly interpolated between cell
+ *    centres, so the message lives below about 16 cycles per tile, the
+ *    band JPEG, WebP and downscaling keep (finer cells lost most of their
+ *    energy there: measured);
  *  - over it, a studio-keyed synchronisation signal: WM_SYNC_K sinusoids at
  *    integer frequencies of the tile. Their peaks in the spectrum give the
  *    detector scale, rotation and mirror; their phases give the offset.
@@ -28,9 +30,10 @@
 #include "core/core.h"
 
 #define WM_ALGO_VERSION 1u
-#define WM_CELLS        64
-#define WM_NCELLS       (WM_CELLS * WM_CELLS)
-#define WM_SYNC_K       24
+#define WM_CELLS        64 /* tile units per side: the detector's coordinates */
+#define WM_MCELLS       32 /* message cells per side, each 2 tile units */
+#define WM_NCELLS       (WM_MCELLS * WM_MCELLS)
+#define WM_SYNC_K       16
 #define WM_SYNC_RMIN    7.0 /* sync radius band, cycles per tile */
 #define WM_SYNC_RMAX    20.0
 #define WM_SERIAL_BITS  32
@@ -87,7 +90,8 @@ void wm_chips(const wm_spread *sp, const uint8_t coded[WM_CODED_BITS], int8_t ch
 #define WM_ALPHA_SYNC 0.5477226f /* sqrt(0.30) */
 #define WM_ALPHA_MSG  1.2549900f /* sqrt(0.70) / (2/3): bilinear chips have RMS 2/3 */
 
-/* Tile pattern at cell coordinates (u, v): bilinear chips plus sync. */
+/* Tile pattern at tile coordinates (u, v) (WM_CELLS per tile): bilinear
+ * chips (message cell (i, j) centred at (2i, 2j)) plus sync. */
 float wm_tile_at(const int8_t chips[WM_NCELLS], const wm_sync *s, double u, double v);
 
 /* Tile period in pixels for an image of w x h. */

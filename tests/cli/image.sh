@@ -242,7 +242,8 @@ embed_error "output == input, other spelling" embed --vendor "$A" "$W/$CEL" -o "
 ln -s "$W/$CEL" "$W/link.png"
 embed_error "output is a link to the input" embed --vendor "$A" "$W/$CEL" -o "$W/link.png"
 check "input untouched after output == input" test "$(sha256sum <"$W/$CEL")" = "$sum_before"
-check "no temporary file beside the input" test -z "$(ls -A "$W" | grep '^\.')"
+check "no temporary file beside the input" \
+    test -z "$(find "$W" -mindepth 1 -maxdepth 1 -name '.*')"
 expect_error "wrong passphrase" "$H" env CELTRACE_PASSPHRASE=wrong \
     "$CELTRACE" --home "$H" embed --vendor "$A" "$W/$CEL" -o "$E/o.png"
 check "wrong passphrase: output folder empty" test -z "$(ls -A "$E")"
