@@ -2,13 +2,17 @@
  * files (media), derives keys (keys), marks or detects on luma planes
  * (watermark, verify) and writes the result atomically. */
 #include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
 #include <libgen.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <jansson.h>
@@ -16,6 +20,7 @@
 
 #include "core/core.h"
 #include "keys/keys.h"
+#include "ledger/ledger.h"
 #include "media/media.h"
 #include "verify/vfy.h"
 #include "watermark/wm.h"
@@ -94,6 +99,65 @@ done:
     return st;
 }
 
+/* Make a rename durable: fsync the folder that holds the new name. */
+static void sync_dir_of(const char *path)
+{
+    char *a = strdup(path);
+    if (a == NULL) {
+        return;
+    }
+    int fd = open(dirname(a), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd >= 0) {
+        fsync(fd);
+        close(fd);
+    }
+    free(a);
+}
+
+/* The record's content fields for an embed; the chain fields are set by
+ * ldg_issue under the ledger's write lock. */
+static ct_status record_of(ct_ctx *ctx, const ct_vendor *v, const char *input,
+                           const ct_embed_opts *opts, uint32_t serial, double strength,
+                           sto_record *rec)
+{
+    ct_status st;
+    const char *asset = opts != NULL ? opts->asset : NULL;
+    const char *by = opts != NULL ? opts->issued_by : NULL;
+
+    memset(rec, 0, sizeof *rec);
+    if (asset == NULL) {
+        const char *slash = strrchr(input, '/');
+        asset = slash != NULL ? slash + 1 : input;
+    }
+    st = ldg_check_text(ctx, "asset name", asset, sizeof rec->asset);
+    if (st == CT_OK && by != NULL) {
+        st = ldg_check_text(ctx, "operator", by, sizeof rec->issued_by);
+    }
+    if (st != CT_OK) {
+        return st;
+    }
+    memcpy(rec->asset, asset, strlen(asset) + 1);
+    if (by != NULL) {
+        memcpy(rec->issued_by, by, strlen(by) + 1);
+    } else {
+        ldg_operator(rec->issued_by);
+    }
+    /* Where the original was, for informed detection later; left empty
+     * when the path cannot be recorded as text. */
+    char *real = realpath(input, NULL);
+    if (real != NULL && strlen(real) < sizeof rec->original && ldg_text_ok(real)) {
+        memcpy(rec->original, real, strlen(real) + 1);
+    }
+    free(real);
+    rec->serial = serial;
+    rec->vendor_id = v->id;
+    memcpy(rec->vendor, v->name, sizeof rec->vendor);
+    rec->algo_version = WM_ALGO_VERSION;
+    rec->strength = strength;
+    rec->issued_at = (int64_t)time(NULL);
+    return CT_OK;
+}
+
 static bool same_file(const char *a, const char *b)
 {
     struct stat sa, sb;
@@ -113,6 +177,8 @@ ct_status ct_embed_file(ct_ctx *ctx, const char *vendor, const char *input, cons
     float *delta = NULL;
     char *tmp = NULL;
     uint8_t sync_key[WM_KEYBYTES], vkey[WM_KEYBYTES];
+    sto_record rec;
+    uint32_t serial = 0;
     double strength = opts != NULL && opts->strength > 0 ? opts->strength : 1.0;
     med_write_opts wo = {opts != NULL ? opts->jpeg_quality : 0};
 
@@ -150,6 +216,10 @@ ct_status ct_embed_file(ct_ctx *ctx, const char *vendor, const char *input, cons
     if (st != CT_OK) {
         goto done;
     }
+    st = record_of(ctx, &v, input, opts, 0, strength, &rec);
+    if (st != CT_OK) {
+        goto done;
+    }
     st = med_read_file(ctx, input, &img);
     if (st != CT_OK) {
         goto done;
@@ -159,6 +229,21 @@ ct_status ct_embed_file(ct_ctx *ctx, const char *vendor, const char *input, cons
         goto done;
     }
     uint32_t w = med_width(img), h = med_height(img);
+    uint64_t ph = ldg_dhash(pl.y, w, h);
+    for (int i = 0; i < 8; i++) {
+        rec.phash[i] = (uint8_t)(ph >> (56 - 8 * i));
+    }
+    st = ldg_sha256_file(ctx, input, false, rec.input_sha256);
+    if (st != CT_OK) {
+        goto done;
+    }
+    /* The serial the mark carries is claimed before marking; a crash
+     * later only wastes it. */
+    st = ldg_claim_serial(ctx, &serial);
+    if (st != CT_OK) {
+        goto done;
+    }
+    rec.serial = serial;
     delta = ct_mallocarray(ctx, (size_t)w * h, sizeof *delta);
     if (delta == NULL) {
         st = CT_ERR_NOMEM;
@@ -170,7 +255,7 @@ ct_status ct_embed_file(ct_ctx *ctx, const char *vendor, const char *input, cons
     bool png_out = ext != NULL && strcasecmp(ext, ".png") == 0;
     bool split = png_out && med_depth(img) == 8 && med_channels(img) >= 3;
     wm_plane wp = {w, h, pl.y, pl.up, pl.down, pl.wt, med_depth(img) == 16 || split};
-    wm_embed_params prm = {strength, randombytes_random()};
+    wm_embed_params prm = {strength, serial};
     st = wm_embed(ctx, &wp, sync_key, vkey, &prm, delta);
     if (st != CT_OK) {
         goto done;
@@ -196,12 +281,36 @@ ct_status ct_embed_file(ct_ctx *ctx, const char *vendor, const char *input, cons
     if (st != CT_OK) {
         goto done;
     }
-    if (rename(tmp, output) != 0) {
-        st = ct_fail(ctx, CT_ERR_IO, "%s: %s", output, strerror(errno));
+    /* No file without its record. The order makes every crash safe:
+     *   1. the marked bytes reach disk under a hidden temporary name
+     *      (.NAME.XXXXXX.ext: never an output);
+     *   2. the record, with the hash of exactly those bytes, is committed
+     *      (one transaction: chain, signature, head; synchronous=FULL);
+     *   3. only then is the temporary renamed to the output name.
+     * A crash before 2 leaves at most a temporary and a claimed serial; a
+     * crash between 2 and 3 (or a failed rename) leaves a record whose
+     * file never appeared. We accept that rather than delete the record:
+     * a record without its file is harmless (it names a copy that was
+     * never handed over), the chain is append-only, and a compensating
+     * delete could itself be lost to a crash. An output without its
+     * record can never exist. */
+    st = ldg_sha256_file(ctx, tmp, true, rec.output_sha256);
+    if (st != CT_OK) {
         goto done;
     }
+    st = ldg_issue(ctx, &rec);
+    if (st != CT_OK) {
+        goto done;
+    }
+    if (rename(tmp, output) != 0) {
+        st = ct_fail(ctx, CT_ERR_IO, "%s: %s (ledger record %" PRIu64 " names a file that was "
+                     "not written)", output, strerror(errno), rec.id);
+        goto done;
+    }
+    sync_dir_of(output);
     free(tmp);
     tmp = NULL;
+    out->record_id = rec.id;
     out->vendor_id = v.id;
     memcpy(out->vendor, v.name, sizeof out->vendor);
     out->serial = prm.serial;
@@ -323,6 +432,12 @@ ct_status ct_verify_file(ct_ctx *ctx, const char *path, ct_verdict *out)
                 memcpy(out->vendor, vendors[i].name, sizeof out->vendor);
             }
         }
+        /* The issue behind the mark; a file marked before the ledger
+         * existed (or by another home) has none. */
+        st = ldg_find_serial(ctx, out->serial, out->vendor_id, &out->record, &out->has_record);
+        if (st != CT_OK) {
+            goto done;
+        }
     }
 done:
     sodium_memzero(sync_key, sizeof sync_key);
@@ -367,6 +482,14 @@ ct_status ct_verdict_json(const char *file, const ct_verdict *v, char **out)
     json_object_set_new(o, "mirrored", json_boolean(v->mirrored));
     json_object_set_new(o, "trials", json_integer((json_int_t)v->trials));
     json_object_set_new(o, "algorithm", json_integer(WM_ALGO_VERSION));
+    json_t *rec = json_null();
+    if (v->identified && v->has_record) {
+        rec = ldg_record_object(&v->record, 1);
+    }
+    if (rec == NULL || json_object_set_new(o, "record", rec) != 0) {
+        json_decref(o);
+        return CT_ERR_NOMEM;
+    }
     *out = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(6));
     json_decref(o);
     return *out == NULL ? CT_ERR_NOMEM : CT_OK;

@@ -4,6 +4,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <getopt.h>
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -86,6 +87,8 @@ static const char MAIN_HELP[] =
     "  keys export-public          print the studio's public signing key\n"
     "  embed --vendor V IN -o OUT  write a copy of IN marked for vendor V\n"
     "  verify FILE|DIR ...         name the vendor a leaked file was issued to\n"
+    "  ledger list|show|verify     read and check the signed issuance ledger\n"
+    "  ledger export|check         export it; check an export with the public key\n"
     "\n"
     "Options:\n"
     "  --home DIR              studio home (default: $CELTRACE_HOME or ~/.celtrace)\n"
@@ -103,7 +106,8 @@ static const char MAIN_HELP[] =
     "  celtrace init --studio \"Blue Heron Animation\"\n"
     "  celtrace vendor add \"Inkwell Studio\" --country KR --contact ops@inkwell.example\n"
     "  celtrace embed --vendor \"Inkwell Studio\" sheet.png -o out/sheet.png\n"
-    "  celtrace verify leaked.jpg\n";
+    "  celtrace verify leaked.jpg\n"
+    "  celtrace ledger verify\n";
 
 static const char EMBED_HELP[] =
     "Usage: celtrace embed --vendor NAME|ID INPUT -o OUTPUT [--asset NAME]\n"
@@ -114,11 +118,13 @@ static const char EMBED_HELP[] =
     "OUTPUT's extension (.png, .jpg, .jpeg). Alpha, bit depth, PNG chunks and\n"
     "JPEG markers are kept; a JPEG is re-encoded at its own quality unless\n"
     "--quality is given. Palette PNGs are written as RGB(A), since the marked\n"
-    "pixels no longer fit a palette. The output appears only when complete.\n"
+    "pixels no longer fit a palette. The output appears only when complete, and\n"
+    "only after its issuance record (vendor, asset, hashes, serial, time,\n"
+    "operator) is signed into the ledger: no file leaves without its record.\n"
     "\n"
     "  --vendor V     vendor name or id (see 'celtrace vendor list')\n"
     "  -o, --output   the marked copy to write (never the input itself)\n"
-    "  --asset NAME   asset name reported with the issue (default: INPUT's name)\n"
+    "  --asset NAME   asset name recorded in the ledger (default: INPUT's name)\n"
     "  --strength S   mark strength, 0.25..4 (default 1: the measured setting)\n"
     "  --quality Q    JPEG output quality 1..100\n"
     "  --json         print the result as one JSON object\n"
@@ -173,6 +179,38 @@ static const char VENDOR_HELP[] =
     "  celtrace vendor add \"Inkwell Studio\" --country KR --json\n"
     "  celtrace vendor show 3\n"
     "  celtrace vendor revoke \"Inkwell Studio\"\n";
+
+static const char LEDGER_HELP[] =
+    "Usage: celtrace ledger list [--vendor V] [--asset A] [--since T] [--json]\n"
+    "       celtrace ledger show ID [--json]\n"
+    "       celtrace ledger verify\n"
+    "       celtrace ledger export [-o FILE]\n"
+    "       celtrace ledger check EXPORT --pubkey FILE\n"
+    "\n"
+    "Every embed appends one issuance record: vendor, asset, SHA-256 of the\n"
+    "original and of the marked file, perceptual hash of the original, payload\n"
+    "serial, algorithm and strength, UTC time and operator. Each record's hash\n"
+    "covers the one before it, and each is signed with the studio's Ed25519 key.\n"
+    "None of these commands needs the passphrase.\n"
+    "\n"
+    "  list     records in order; --vendor (name or id), --asset (exact name) and\n"
+    "           --since (YYYY-MM-DD, UTC, or Unix seconds) narrow it down\n"
+    "  show     one record in full\n"
+    "  verify   walk the chain and its signatures; exit 1 and name the first bad\n"
+    "           record on any edit, deletion, insertion or reordering\n"
+    "  export   the ledger as JSON lines (a header with the studio and its public\n"
+    "           key, then one signed record per line), to FILE or stdout\n"
+    "  check    check an export with only the studio public key file ('celtrace\n"
+    "           keys export-public'); needs no keystore. Exit 0 valid, 1 not\n"
+    "  --json   list and show print one JSON object per record and line\n"
+    "\n"
+    "Exit codes: 0 success, 1 verify or check found the ledger altered, 2 error.\n"
+    "\n"
+    "Examples:\n"
+    "  celtrace ledger list --vendor \"Inkwell Studio\" --since 2024-06-01\n"
+    "  celtrace ledger verify\n"
+    "  celtrace ledger export -o ledger.jsonl\n"
+    "  celtrace ledger check ledger.jsonl --pubkey studio.pub\n";
 
 static const char KEYS_HELP[] =
     "Usage: celtrace keys export-public\n"
@@ -304,6 +342,8 @@ enum {
     OPT_STRENGTH,
     OPT_QUALITY,
     OPT_MAXPIX,
+    OPT_SINCE,
+    OPT_PUBKEY,
 };
 
 /* Options every command accepts, so they may come before or after it. */
@@ -593,7 +633,7 @@ static int cmd_embed(cli *c, int argc, char **argv)
                                          {"quality", required_argument, NULL, OPT_QUALITY},
                                          {NULL, 0, NULL, 0}};
     const char *vendor = NULL, *output = NULL, *asset = NULL;
-    ct_embed_opts eo = {1.0, 0};
+    ct_embed_opts eo = {1.0, 0, NULL, NULL};
     int json = 0, opt;
     while ((opt = getopt_long(argc, argv, "o:", opts, NULL)) != -1) {
         int co = common_opt(c, opt, &json);
@@ -647,6 +687,7 @@ static int cmd_embed(cli *c, int argc, char **argv)
         const char *slash = strrchr(input, '/');
         asset = slash != NULL ? slash + 1 : input;
     }
+    eo.asset = asset;
     int rc = open_ctx(c);
     if (rc == 0) {
         rc = unlock(c);
@@ -669,11 +710,13 @@ static int cmd_embed(cli *c, int argc, char **argv)
         printf(",\"vendor\":");
         json_string_out(r.vendor);
         printf(",\"vendor_id\":%u,\"serial\":%u,\"width\":%u,\"height\":%u,"
-               "\"psnr_y\":%.2f,\"ssim_y\":%.5f,\"strength\":%g}\n",
-               r.vendor_id, r.serial, r.width, r.height, r.psnr, r.ssim, eo.strength);
+               "\"psnr_y\":%.2f,\"ssim_y\":%.5f,\"strength\":%g,\"record_id\":%" PRIu64 "}\n",
+               r.vendor_id, r.serial, r.width, r.height, r.psnr, r.ssim, eo.strength,
+               r.record_id);
     } else {
-        printf("%s -> %s: marked for %s (vendor %u), serial %u, PSNR-Y %.1f dB, SSIM %.4f\n",
-               input, output, r.vendor, r.vendor_id, r.serial, r.psnr, r.ssim);
+        printf("%s -> %s: marked for %s (vendor %u), serial %u, PSNR-Y %.1f dB, SSIM %.4f, "
+               "ledger record %" PRIu64 "\n",
+               input, output, r.vendor, r.vendor_id, r.serial, r.psnr, r.ssim, r.record_id);
     }
     return 0;
 }
@@ -821,6 +864,15 @@ static int cmd_verify(cli *c, int argc, char **argv)
             printf("%s: identified: vendor \"%s\" (id %u), serial %u, "
                    "false-positive probability %.1e\n",
                    w.paths[i], v.vendor, v.vendor_id, v.serial, v.false_positive_probability);
+            if (v.has_record) {
+                char when[32];
+                print_time(v.record.issued_at, when);
+                printf("%s:   asset \"%s\", issued %s by %s, ledger record %" PRIu64 "%s\n",
+                       w.paths[i], v.record.asset, when, v.record.issued_by, v.record.id,
+                       v.record.signature_valid ? ", signature valid" : ", SIGNATURE INVALID");
+            } else {
+                printf("%s:   no ledger record of serial %u\n", w.paths[i], v.serial);
+            }
             for (int k = 1; k < v.nvendors; k++) {
                 printf("%s:   also the mark of vendor id %u, serial %u (copies combined)\n",
                        w.paths[i], v.vendor_ids[k], v.serials[k]);
@@ -839,6 +891,223 @@ done:
     return rc;
 }
 
+/* --since: a UTC date (midnight) or Unix seconds. */
+static int parse_since(const char *s, int64_t *out)
+{
+    char *end = NULL;
+    int y, m, d, n = 0;
+    if (sscanf(s, "%4d-%2d-%2d%n", &y, &m, &d, &n) == 3 && s[n] == '\0' && n == 10 &&
+        m >= 1 && m <= 12 && d >= 1 && d <= 31 && y >= 1970) {
+        struct tm tm = {0};
+        tm.tm_year = y - 1900;
+        tm.tm_mon = m - 1;
+        tm.tm_mday = d;
+        *out = (int64_t)timegm(&tm);
+        return 0;
+    }
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno != 0 || end == s || *end != '\0' || v < 0) {
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+static int print_record(const cli *c, const ct_record *r, int json, int detail)
+{
+    if (json) {
+        char *s = NULL;
+        ct_status st = ct_record_json(r, &s);
+        if (st != CT_OK) {
+            return fail(c, st);
+        }
+        puts(s);
+        ct_free(s);
+        return 0;
+    }
+    char when[32];
+    print_time(r->issued_at, when);
+    if (!detail) {
+        printf("%6" PRIu64 "  %10u  %-24.24s  %-32.32s  %s  %s%s\n", r->id, r->serial, r->vendor,
+               r->asset, when, r->issued_by, r->signature_valid ? "" : "  SIGNATURE INVALID");
+        return 0;
+    }
+    printf("record:        %" PRIu64 "\n"
+           "vendor:        %s (id %u)\n"
+           "asset:         %s\n"
+           "original:      %s\n"
+           "issued:        %s\n"
+           "operator:      %s\n"
+           "serial:        %u\n"
+           "algorithm:     %u (strength %g)\n"
+           "input sha256:  %s\n"
+           "output sha256: %s\n"
+           "phash:         %s\n"
+           "prev hash:     %s\n"
+           "record hash:   %s\n"
+           "signature:     %s\n",
+           r->id, r->vendor, r->vendor_id, r->asset, r->original[0] ? r->original : "-", when,
+           r->issued_by, r->serial, r->algo_version, r->strength, r->input_sha256,
+           r->output_sha256, r->phash, r->prev_hash, r->record_hash,
+           r->signature_valid ? "valid (studio key)" : "INVALID");
+    return 0;
+}
+
+/* verify and check: 0 valid, 1 altered (one stderr line naming the
+ * record), 2 could not tell. */
+static int ledger_status(const cli *c, ct_status st)
+{
+    if (st == CT_ERR_AUTH) {
+        fail(c, st);
+        return EXIT_NOTFOUND;
+    }
+    return fail(c, st);
+}
+
+static int cmd_ledger(cli *c, int argc, char **argv)
+{
+    static const struct option opts[] = {COMMON_OPTS,
+                                         {"vendor", required_argument, NULL, OPT_VENDOR},
+                                         {"asset", required_argument, NULL, OPT_ASSET},
+                                         {"since", required_argument, NULL, OPT_SINCE},
+                                         {"pubkey", required_argument, NULL, OPT_PUBKEY},
+                                         {"output", required_argument, NULL, 'o'},
+                                         {NULL, 0, NULL, 0}};
+    ct_ledger_filter f = {NULL, NULL, 0};
+    const char *pubkey = NULL, *output = NULL;
+    int json = 0, opt, since_set = 0;
+    while ((opt = getopt_long(argc, argv, "o:", opts, NULL)) != -1) {
+        int co = common_opt(c, opt, &json);
+        if (co < 0) {
+            return usage_error("ledger ", "--max-pixels takes a positive whole number");
+        }
+        if (co > 0) {
+            continue;
+        }
+        switch (opt) {
+        case OPT_HELP:
+            fputs(LEDGER_HELP, stdout);
+            return 0;
+        case OPT_VENDOR:
+            f.vendor = optarg;
+            break;
+        case OPT_ASSET:
+            f.asset = optarg;
+            break;
+        case OPT_SINCE:
+            if (parse_since(optarg, &f.since) != 0) {
+                return usage_error("ledger ", "--since takes a date YYYY-MM-DD or Unix seconds");
+            }
+            since_set = 1;
+            break;
+        case OPT_PUBKEY:
+            pubkey = optarg;
+            break;
+        case 'o':
+            output = optarg;
+            break;
+        default:
+            return usage_error("ledger ", "unknown option '%s'", argv[optind - 1]);
+        }
+    }
+    int nargs = argc - optind;
+    if (nargs < 1) {
+        return usage_error("ledger ", "ledger needs list, show, verify, export or check");
+    }
+    const char *sub = argv[optind];
+    int is_list = strcmp(sub, "list") == 0, is_show = strcmp(sub, "show") == 0;
+    int is_verify = strcmp(sub, "verify") == 0, is_export = strcmp(sub, "export") == 0;
+    int is_check = strcmp(sub, "check") == 0;
+    if (!is_list && !is_show && !is_verify && !is_export && !is_check) {
+        return usage_error("ledger ", "unknown ledger command '%s'", sub);
+    }
+    if (nargs != ((is_show || is_check) ? 2 : 1)) {
+        return usage_error("ledger ", "'ledger %s' takes %s", sub,
+                           is_show ? "one record id" : is_check ? "one export file"
+                                                                : "no argument");
+    }
+    if ((f.vendor != NULL || f.asset != NULL || since_set) && !is_list) {
+        return usage_error("ledger ", "--vendor, --asset and --since go with 'ledger list'");
+    }
+    if (pubkey != NULL && !is_check) {
+        return usage_error("ledger ", "--pubkey goes with 'ledger check'");
+    }
+    if (is_check && pubkey == NULL) {
+        return usage_error("ledger ", "'ledger check' needs --pubkey FILE");
+    }
+    if (output != NULL && !is_export) {
+        return usage_error("ledger ", "-o goes with 'ledger export'");
+    }
+    if (json && !is_list && !is_show) {
+        return usage_error("ledger ", "--json goes with 'ledger list' and 'ledger show'");
+    }
+    uint64_t id = 0;
+    if (is_show) {
+        const char *a = argv[optind + 1];
+        char *end = NULL;
+        errno = 0;
+        unsigned long long v = strtoull(a, &end, 10);
+        if (errno != 0 || end == a || *end != '\0' || a[0] == '-' || v == 0) {
+            return usage_error("ledger ", "'ledger show' takes a record id (1, 2, ...)");
+        }
+        id = v;
+    }
+    ct_status st;
+    if (is_check) {
+        /* A lawyer or a vendor has no home: any folder will do, since the
+         * check reads only the two files it is given. */
+        if (ct_ctx_new(c->home, &c->ctx) != CT_OK && ct_ctx_new(".", &c->ctx) != CT_OK) {
+            return die("out of memory");
+        }
+        uint64_t n = 0, bad = 0;
+        st = ct_ledger_check_export(c->ctx, argv[optind + 1], pubkey, &n, &bad);
+        if (st != CT_OK) {
+            return ledger_status(c, st);
+        }
+        printf("%s: valid: %" PRIu64 " records, chained and signed by the given studio key\n",
+               argv[optind + 1], n);
+        return 0;
+    }
+    int rc = open_ctx(c);
+    if (rc != 0) {
+        return rc;
+    }
+    if (is_verify) {
+        uint64_t n = 0, bad = 0;
+        st = ct_ledger_verify(c->ctx, &n, &bad);
+        if (st != CT_OK) {
+            return ledger_status(c, st);
+        }
+        printf("ledger valid: %" PRIu64 " records, chained and signed by the studio key\n", n);
+        return 0;
+    }
+    if (is_export) {
+        st = ct_ledger_export(c->ctx, output);
+        return st != CT_OK ? fail(c, st) : 0;
+    }
+    if (is_show) {
+        ct_record r;
+        st = ct_ledger_get(c->ctx, id, &r);
+        return st != CT_OK ? fail(c, st) : print_record(c, &r, json, 1);
+    }
+    ct_record *all = NULL;
+    size_t n = 0;
+    st = ct_ledger_list(c->ctx, &f, &all, &n);
+    if (st != CT_OK) {
+        return fail(c, st);
+    }
+    if (!json) {
+        printf("%6s  %10s  %-24s  %-32s  %-20s  %s\n", "ID", "SERIAL", "VENDOR", "ASSET",
+               "ISSUED", "OPERATOR");
+    }
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        rc = print_record(c, &all[i], json, 0);
+    }
+    ct_free(all);
+    return rc;
+}
+
 typedef struct command {
     const char *name;
     int (*run)(cli *c, int argc, char **argv);
@@ -850,6 +1119,7 @@ static const command COMMANDS[] = {
     {"keys", cmd_keys},
     {"embed", cmd_embed},
     {"verify", cmd_verify},
+    {"ledger", cmd_ledger},
 };
 
 int main(int argc, char **argv)

@@ -71,6 +71,12 @@ void key_derive_mark_raw(const uint8_t master[KEY_MASTER_BYTES], uint32_t vendor
 /* Detached Ed25519 signature with the studio key. Requires ct_unlock. */
 ct_status key_sign(ct_ctx *ctx, const uint8_t *msg, size_t len, uint8_t sig[KEY_SIG_BYTES]);
 
+/* Read a public key file in the format ct_public_key_export writes (any
+ * path: a third party checking an export has only this file). studio may
+ * be NULL. CT_ERR_NOT_FOUND (no file), CT_ERR_FORMAT (not a key file). */
+ct_status key_read_public(ct_ctx *ctx, const char *path, uint8_t pk[CT_PUBLICKEYBYTES],
+                          char studio[CT_NAME_MAX]);
+
 /* Validate a vendor name (UTF-8, no control characters, not empty, not all
  * digits, shorter than CT_NAME_MAX). Returns CT_OK or CT_ERR_MISUSE. */
 ct_status key_check_vendor_name(ct_ctx *ctx, const char *name);

@@ -465,23 +465,14 @@ ct_status key_sign(ct_ctx *ctx, const uint8_t *msg, size_t len, uint8_t sig[KEY_
     return CT_OK;
 }
 
-ct_status ct_public_key(ct_ctx *ctx, uint8_t pk[CT_PUBLICKEYBYTES], char studio[CT_NAME_MAX])
+ct_status key_read_public(ct_ctx *ctx, const char *path, uint8_t pk[CT_PUBLICKEYBYTES],
+                          char studio[CT_NAME_MAX])
 {
     ct_status st;
-    char *path = NULL;
     uint8_t *raw = NULL;
     size_t n = 0, binlen = 0;
 
-    st = ct_home_path(ctx, KEY_PUB_NAME, &path);
-    if (st != CT_OK) {
-        goto done;
-    }
     st = read_small(ctx, path, 4096, &raw, &n);
-    if (st == CT_ERR_NOT_FOUND) {
-        st = ct_fail(ctx, CT_ERR_NOT_FOUND, "no studio public key in %s: run 'celtrace init' first",
-                     ctx->home);
-        goto done;
-    }
     if (st != CT_OK) {
         goto done;
     }
@@ -512,6 +503,20 @@ ct_status ct_public_key(ct_ctx *ctx, uint8_t pk[CT_PUBLICKEYBYTES], char studio[
     }
 done:
     free(raw);
+    return st;
+}
+
+ct_status ct_public_key(ct_ctx *ctx, uint8_t pk[CT_PUBLICKEYBYTES], char studio[CT_NAME_MAX])
+{
+    char *path = NULL;
+    ct_status st = ct_home_path(ctx, KEY_PUB_NAME, &path);
+    if (st == CT_OK) {
+        st = key_read_public(ctx, path, pk, studio);
+        if (st == CT_ERR_NOT_FOUND) {
+            st = ct_fail(ctx, CT_ERR_NOT_FOUND,
+                         "no studio public key in %s: run 'celtrace init' first", ctx->home);
+        }
+    }
     free(path);
     return st;
 }

@@ -352,7 +352,7 @@ ct_status med_image_new(ct_ctx *ctx, uint32_t w, uint32_t h, unsigned channels, 
 {
     ct_status st;
     med_image *img = NULL;
-    size_t bytes;
+    size_t bytes = 0;
 
     *out = NULL;
     if (channels < 1 || channels > 4 || (depth != 8 && depth != 16)) {
@@ -387,7 +387,7 @@ ct_status med_image_clone(ct_ctx *ctx, const med_image *src, med_image **out)
 {
     ct_status st = CT_OK;
     med_image *img = NULL;
-    size_t bytes;
+    size_t bytes = 0;
 
     *out = NULL;
     if (!ct_mul3(&bytes, src->w, src->h, (size_t)src->channels * (src->depth / 8u))) {

@@ -245,13 +245,21 @@ static float tile_at(const float *t, double gu, double gv)
 static void chips_of(const folded *f, const wm_sync *sy, float *clean, float chips[WM_NCELLS])
 {
     const double s = G / (double)WM_CELLS;
-    /* clean = tile minus the fitted sync, on the bin grid. */
+    /* clean = tile minus the fitted sync, on the bin grid; the phase is
+     * separable in x and y, so two tables per frequency serve all bins. */
+    static const int KG = WM_SYNC_K;
+    double complex ex[WM_SYNC_K][G], ey[WM_SYNC_K][G];
+    for (int k = 0; k < KG; k++) {
+        for (int g = 0; g < G; g++) {
+            ex[k][g] = f->ck[k] * cexp(I * 2.0 * M_PI * sy->p[k] * (g / s) / WM_CELLS);
+            ey[k][g] = cexp(I * 2.0 * M_PI * sy->q[k] * (g / s) / WM_CELLS);
+        }
+    }
     for (int gy = 0; gy < G; gy++) {
         for (int gx = 0; gx < G; gx++) {
-            double u = gx / s, v = gy / s, syn = 0;
-            for (int k = 0; k < WM_SYNC_K; k++) {
-                double ph = 2.0 * M_PI * (sy->p[k] * u + sy->q[k] * v) / WM_CELLS;
-                syn += creal(f->ck[k] * cexp(I * ph));
+            double syn = 0;
+            for (int k = 0; k < KG; k++) {
+                syn += creal(ex[k][gx] * ey[k][gy]);
             }
             clean[gy * G + gx] = f->tile[gy * G + gx] - (float)(2.0 * syn / (G * G));
         }
@@ -278,14 +286,12 @@ static void chips_of(const folded *f, const wm_sync *sy, float *clean, float chi
 
 static bool decode_key(const float chips[WM_NCELLS], const vfy_key *k, vfy_hit *hit)
 {
-    wm_spread *sp = malloc(sizeof *sp);
+    wm_spread spread; /* 3 KB: on the stack, nothing to fail */
+    wm_spread *sp = &spread;
     float soft[WM_CODED_BITS];
     uint8_t info[WM_INFO_BITS], coded[WM_CODED_BITS];
     uint32_t serial = 0;
     bool ok = false;
-    if (sp == NULL) {
-        return false;
-    }
     wm_spread_init(sp, k->key);
     memset(soft, 0, sizeof soft);
     for (int i = 0; i < WM_NCELLS; i++) {
@@ -307,7 +313,6 @@ static bool decode_key(const float chips[WM_NCELLS], const vfy_key *k, vfy_hit *
         ok = true;
     }
     sodium_memzero(info, sizeof info);
-    free(sp);
     return ok;
 }
 
@@ -384,7 +389,6 @@ typedef struct cand {
     vfy_geom g;
     int level;
     double z;
-    double off_u, off_v;
 } cand;
 
 ct_status vfy_detect(ct_ctx *ctx, const vfy_input *in, const uint8_t sync_key[WM_KEYBYTES],

@@ -9,9 +9,10 @@
  * Flat fills: where the original varies by at most a level over 9x9
  * pixels the eye sees any texture, so the budget there is a hard, small
  * cap, reached gradually as the 9x9 range grows, so smooth gradients are
- * treated almost like fills. The local deviation uses only a 3x3 window,
- * so a line lends its budget to at most one pixel on either side of it and
- * never mottles the fill beside it. */
+ * treated almost like fills; a pixel whose own 3x3 neighbourhood varies by
+ * at most a level keeps the cap whatever lies further off. The local
+ * deviation uses only a 3x3 window, so a line lends its budget to at most
+ * one pixel on either side of it and never mottles the fill beside it. */
 #include "wm.h"
 
 #include <math.h>
@@ -83,6 +84,9 @@ ct_status wm_mask(ct_ctx *ctx, const wm_plane *pl, double strength, float *amp)
     }
     /* 9x9 range: four rounds of 3x3. */
     minmax3(y, y, rmax, rmin, tmx, tmn, w, h);
+    for (size_t i = 0; i < npix; i++) {
+        amp[i] = rmax[i] - rmin[i]; /* 3x3 range, until amp is written */
+    }
     for (int round = 1; round < 4; round++) {
         minmax3(rmax, rmin, rmax, rmin, tmx, tmn, w, h);
     }
@@ -116,6 +120,11 @@ ct_status wm_mask(ct_ctx *ctx, const wm_plane *pl, double strength, float *amp)
             float t = (rmax[c0 + c] - FLAT_RANGE) * (1.0f / (RAMP_RANGE - FLAT_RANGE));
             t = MINF(MAXF(t, 0.0f), 1.0f);
             a = MINF(a, sflat + (a - sflat) * t);
+            /* A pixel whose own 3x3 neighbourhood is flat is fill, however
+             * near a line: the line lends nothing beyond its neighbours. */
+            if (amp[c0 + c] <= FLAT_RANGE) {
+                a = MINF(a, sflat);
+            }
             tmx[c0 + c] = a;
         }
     }

@@ -14,6 +14,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -174,6 +175,11 @@ typedef struct ct_embed_opts {
     double strength;   /* 1.0 (the default, when 0) is what the published
                           figures are measured at; 0.25..4 accepted */
     int jpeg_quality;  /* JPEG output quality 1..100; 0 follows the input */
+    const char *asset; /* asset name for the ledger record (copied; UTF-8,
+                          under CT_ASSET_MAX bytes, no control characters);
+                          NULL: the input's file name */
+    const char *issued_by; /* operator for the record; NULL: user@host of
+                              this process */
 } ct_embed_opts;
 
 typedef struct ct_embed_result {
@@ -183,21 +189,63 @@ typedef struct ct_embed_result {
     uint32_t width, height;
     double psnr;       /* luma PSNR of the output against the input, dB */
     double ssim;       /* mean luma SSIM of the output against the input */
+    uint64_t record_id; /* ledger record of this issue */
 } ct_embed_result;
 
 /* Mark the image at `input` for vendor `vendor` (name or id) and write it
  * to `output`; the output format follows output's extension (.png, .jpg,
- * .jpeg). The output is written to a temporary file beside it and renamed
- * into place only when complete: on any failure no output file exists.
+ * .jpeg). The output is written to a temporary file beside it
+ * (.NAME.XXXXXX.ext), flushed to disk, its issuance record appended to the
+ * ledger and committed, and only then renamed into place: no output file
+ * exists without its record. A failure before the commit leaves neither
+ * output nor record; a failure of the final rename leaves a record whose
+ * file never appeared (harmless, and reported as CT_ERR_IO).
  * Requires ct_unlock. Returns CT_ERR_NOT_FOUND (unknown vendor),
- * CT_ERR_MISUSE (revoked vendor, bad options, output == input), CT_ERR_IO,
- * CT_ERR_FORMAT (corrupt or unsupported input), CT_ERR_LIMIT (too large).
+ * CT_ERR_MISUSE (revoked vendor, bad options or asset name, output ==
+ * input), CT_ERR_IO, CT_ERR_FORMAT (corrupt or unsupported input),
+ * CT_ERR_LIMIT (too large), CT_ERR_AUTH (the ledger does not end at its
+ * signed head: it was altered; nothing is appended to it).
  * opts may be NULL. */
 CT_API CT_NODISCARD ct_status ct_embed_file(ct_ctx *ctx, const char *vendor, const char *input,
                                             const char *output, const ct_embed_opts *opts,
                                             ct_embed_result *out);
 
 #define CT_MAX_COLLUDERS 8
+
+/* ---- ledger records (declared here: a verdict carries one) ------------- */
+
+#define CT_ASSET_MAX        512u  /* asset names, bytes incl. NUL */
+#define CT_OPERATOR_MAX     256u  /* "user@host", bytes incl. NUL */
+#define CT_RECORD_PATH_MAX  1024u /* path of the original, bytes incl. NUL */
+#define CT_HASH_HEXBYTES    65u   /* 32-byte hash as hex, incl. NUL */
+#define CT_PHASH_HEXBYTES   17u   /* 64-bit perceptual hash as hex, incl. NUL */
+#define CT_SIG_HEXBYTES     129u  /* Ed25519 signature as hex, incl. NUL */
+
+/* One issuance record of the ledger: who received which asset, when, from
+ * whom, and the hashes that tie it to the files and to the chain. */
+typedef struct ct_record {
+    uint64_t id;                          /* 1, 2, ... in chain order */
+    uint32_t serial;                      /* payload serial carried by the mark */
+    uint32_t vendor_id;
+    char vendor[CT_NAME_MAX];             /* vendor name at issue time */
+    char asset[CT_ASSET_MAX];
+    char original[CT_RECORD_PATH_MAX];    /* absolute path of the original at
+                                             issue time ("" if too long) */
+    char input_sha256[CT_HASH_HEXBYTES];  /* SHA-256 of the original's bytes */
+    char phash[CT_PHASH_HEXBYTES];        /* 64-bit dHash of the original luma */
+    char output_sha256[CT_HASH_HEXBYTES]; /* SHA-256 of the marked file's bytes */
+    uint32_t algo_version;                /* mark algorithm version */
+    double strength;
+    int64_t issued_at;                    /* Unix seconds, UTC */
+    char issued_by[CT_OPERATOR_MAX];      /* operator, user@host */
+    char prev_hash[CT_HASH_HEXBYTES];     /* record_hash of record id - 1 */
+    char record_hash[CT_HASH_HEXBYTES];   /* BLAKE2b-256(prev_hash || encoding) */
+    char signature[CT_SIG_HEXBYTES];      /* Ed25519 over the record hash */
+    int signature_valid;                  /* 1 if this record's hash and
+                                             signature check out under the
+                                             studio public key (the chain as
+                                             a whole: ct_ledger_verify) */
+} ct_record;
 
 typedef struct ct_verdict {
     int identified;                 /* 1 if a vendor's authenticated mark was found */
@@ -216,18 +264,102 @@ typedef struct ct_verdict {
     int mirrored;
     uint32_t width, height;
     uint64_t trials;                /* candidate decodes the probability counts */
+    int has_record;                 /* 1 if the ledger holds the issue of the
+                                       first mark found (vendor_id, serial) */
+    ct_record record;               /* that issue, when has_record */
 } ct_verdict;
 
 /* Trace a file blind: decide whether it carries a mark of one of the
  * studio's vendors. Reads PNG, JPEG and every still format libavcodec
  * decodes. Requires ct_unlock (the vendors' mark keys derive from the
  * master secret). A file without a mark is CT_OK with identified = 0.
+ * An identified verdict carries the ledger record of that issue
+ * (has_record, record) when the ledger has one.
  * Returns CT_ERR_IO, CT_ERR_FORMAT, CT_ERR_LIMIT for unreadable input. */
 CT_API CT_NODISCARD ct_status ct_verify_file(ct_ctx *ctx, const char *path, ct_verdict *out);
 
 /* The verdict as one line of JSON, per DESIGN.md's contract. `file` is
- * the name to print. Caller frees with ct_free. */
+ * the name to print. "record" is the ledger record as ct_record_json
+ * gives it, or null. Caller frees with ct_free. */
 CT_API CT_NODISCARD ct_status ct_verdict_json(const char *file, const ct_verdict *v, char **out);
+
+/* ---- ledger ------------------------------------------------------------ */
+
+/* The ledger lives in the studio database (SQLite, WAL). Every embed
+ * appends one record. Records are chained: record_hash =
+ * BLAKE2b-256(prev_hash || encoding), where the encoding is the fixed
+ * byte layout of ledger/ledger.h (version byte, fields in order,
+ * little-endian integers, length-prefixed strings) and the first record's
+ * prev_hash is 32 zero bytes. Every record carries the studio's Ed25519
+ * signature over its hash, and the newest (the head) is also kept in the
+ * database's meta table, so any prefix of the chain can be checked and
+ * dropping the newest records shows. Readers refuse encodings and export
+ * versions they do not know (CT_ERR_FORMAT). */
+
+#define CT_LEDGER_EXPORT_VERSION 1
+
+typedef struct ct_ledger_filter {
+    const char *vendor; /* vendor name or id; NULL: every vendor */
+    const char *asset;  /* exact asset name; NULL: every asset */
+    int64_t since;      /* issued at or after (Unix seconds); 0: all */
+} ct_ledger_filter;
+
+/* Records matching filter (NULL: all), in chain order. No passphrase
+ * needed. *out: an array of *n records, caller frees with ct_free (NULL
+ * when n is 0). signature_valid is set per record. Returns CT_ERR_NOT_FOUND
+ * (no home, or filter->vendor is no vendor), CT_ERR_FORMAT (unknown schema
+ * version), CT_ERR_IO, CT_ERR_NOMEM. */
+CT_API CT_NODISCARD ct_status ct_ledger_list(ct_ctx *ctx, const ct_ledger_filter *filter,
+                                             ct_record **out, size_t *n);
+
+/* Record `id`. CT_ERR_NOT_FOUND if there is none. */
+CT_API CT_NODISCARD ct_status ct_ledger_get(ct_ctx *ctx, uint64_t id, ct_record *out);
+
+/* The record of the mark (serial, vendor_id), as a verdict reports it.
+ * CT_ERR_NOT_FOUND if the ledger has none. */
+CT_API CT_NODISCARD ct_status ct_ledger_find_serial(ct_ctx *ctx, uint32_t serial,
+                                                    uint32_t vendor_id, ct_record *out);
+
+/* Walk the whole chain: ids 1..N without gaps, each prev_hash equal to the
+ * previous record_hash, each record_hash recomputed from the fields, each
+ * signature valid under the studio public key, and the newest record equal
+ * to the signed head kept in meta. Returns CT_OK (count = N), or
+ * CT_ERR_AUTH on the first problem, with *bad_id the record it concerns
+ * (the missing one, for a deletion) and ct_errmsg naming it. count and
+ * bad_id may be NULL. Needs no passphrase.
+ * Limit: someone who can write the database may drop the newest records
+ * AND roll the head back to an older signed head; only an earlier export
+ * (ct_ledger_check_export) or the issued files show that. */
+CT_API CT_NODISCARD ct_status ct_ledger_verify(ct_ctx *ctx, uint64_t *count, uint64_t *bad_id);
+
+/* Write the ledger as JSON lines: first a header object {"format":
+ * "celtrace-ledger", "version": CT_LEDGER_EXPORT_VERSION, "studio",
+ * "public_key" (base64), "head_id", "head_hash", "head_signature"} (the
+ * signed head; null for an empty ledger), then one object per record as ct_record_json writes
+ * it, without "signature_valid". path NULL or "-" writes to stdout;
+ * otherwise the file appears complete or not at all (temporary file and
+ * rename). The records are one consistent snapshot. Returns CT_ERR_IO,
+ * CT_ERR_NOMEM, CT_ERR_NOT_FOUND (no home). */
+CT_API CT_NODISCARD ct_status ct_ledger_export(ct_ctx *ctx, const char *path);
+
+/* Check an export with nothing but the studio public key file (the text of
+ * ct_public_key_export): the header's key must be that key, and the
+ * records must chain, hash and verify as ct_ledger_verify checks, ending
+ * at the signed head the header names. ctx only carries the message; its
+ * home is not touched. Returns CT_OK (count = records), CT_ERR_AUTH (a
+ * line was altered, dropped, added or moved, or the key differs; *bad_id
+ * the record concerned, 0 for the header; ct_errmsg names the line),
+ * CT_ERR_FORMAT (not an export, or a version this library does not know;
+ * or a damaged public key file), CT_ERR_IO. count, bad_id may be NULL. */
+CT_API CT_NODISCARD ct_status ct_ledger_check_export(ct_ctx *ctx, const char *export_path,
+                                                     const char *pubkey_path, uint64_t *count,
+                                                     uint64_t *bad_id);
+
+/* One record as a JSON object on one line: id, serial, vendor_id, vendor,
+ * asset, original, input_sha256, phash, output_sha256, algorithm,
+ * strength, issued_at, issued (ISO 8601 UTC), operator, prev_hash,
+ * record_hash, signature, signature_valid. Caller frees with ct_free. */
+CT_API CT_NODISCARD ct_status ct_record_json(const ct_record *r, char **out);
 
 #ifdef __cplusplus
 }
