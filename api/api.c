@@ -220,6 +220,12 @@ ct_status ct_embed_file(ct_ctx *ctx, const char *vendor, const char *input, cons
     if (st != CT_OK) {
         goto done;
     }
+    /* The temporary first: an output folder we cannot write to should
+     * fail before the ledger is touched (a serial claimed). */
+    st = temp_beside(ctx, output, &tmp);
+    if (st != CT_OK) {
+        goto done;
+    }
     st = med_read_file(ctx, input, &img);
     if (st != CT_OK) {
         goto done;
@@ -273,10 +279,6 @@ ct_status ct_embed_file(ct_ctx *ctx, const char *vendor, const char *input, cons
         delta[i] -= pl.y[i];
     }
     wm_quality(&wp, delta, &out->psnr, &out->ssim);
-    st = temp_beside(ctx, output, &tmp);
-    if (st != CT_OK) {
-        goto done;
-    }
     st = med_write_file(ctx, img, tmp, &wo);
     if (st != CT_OK) {
         goto done;

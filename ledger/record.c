@@ -150,7 +150,8 @@ ct_status ldg_walk_end(ct_ctx *ctx, ldg_walk *w, const sto_head *h, uint64_t *ba
     uint64_t last = w->next_id - 1;
     if (h->malformed) {
         *bad = last != 0 ? last : 1;
-        return ct_fail(ctx, CT_ERR_AUTH, "%s: the signed head was altered", w->where);
+        return ct_fail(ctx, CT_ERR_AUTH, "%s: the signed head was altered (the newest record "
+                       "is record %" PRIu64 ")", w->where, *bad);
     }
     if (!h->present) {
         if (last == 0) {
@@ -166,9 +167,8 @@ ct_status ldg_walk_end(ct_ctx *ctx, ldg_walk *w, const sto_head *h, uint64_t *ba
             return ct_fail(ctx, CT_ERR_AUTH, "%s: record %" PRIu64 " is missing (the signed "
                            "head)", w->where, h->id);
         }
-        return ct_fail(ctx, CT_ERR_AUTH, "%s: records %" PRIu64 " to %" PRIu64 " are missing "
-                       "(the signed head is record %" PRIu64 ")", w->where, last + 1, h->id,
-                       h->id);
+        return ct_fail(ctx, CT_ERR_AUTH, "%s: record %" PRIu64 " is missing, and those after "
+                       "it up to the signed head, record %" PRIu64, w->where, last + 1, h->id);
     }
     if (h->id < last) {
         *bad = h->id + 1;

@@ -12,3 +12,10 @@ add_test(NAME test_media_regress COMMAND test_media_regress ${CMAKE_CURRENT_SOUR
 ct_unit_test(test_watermark)
 ct_cli_test(image)
 ct_unit_test(test_verify)
+# The quick benchmark gate measures the mark, not memory safety: it runs in the
+# plain build only (under the sanitizers it would take most of the time budget).
+if(NOT CELTRACE_SANITIZE)
+  ct_cli_test(bench_gate)
+endif()
+ct_unit_test(test_ledger)
+ct_cli_test(ledger)

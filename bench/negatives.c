@@ -1,0 +1,232 @@
+/* bench/negatives: false-accusation trials for the blind detector.
+ *
+ * Runs vfy_detect, with the keys of N vendors of "our" studio, on images
+ * that carry none of those marks, and counts identifications (each one is a
+ * false accusation). Kinds of trial, cycled:
+ *   crop     a random crop (64..768 px a side) of an unmarked sample, then a
+ *            random downscale (25..100 %), gamma and noise
+ *   foreign  the same, from a copy marked with ANOTHER studio's keys
+ *   noise    Gaussian noise of random strength around a random level
+ *   flat     a flat image with rounding noise only
+ *   gradient a smooth ramp, optionally with periodic stripes
+ * Writes one CSV line per trial to stdout:
+ *   trial,kind,width,height,identified,trials,sync_z
+ * and a summary to stderr. sync_z is the strongest sync correlation found
+ * (standard deviations), for the null histogram.
+ *
+ * Usage: negatives SAMPLES_DIR N_TRIALS [SEED] [N_VENDORS]
+ */
+#include <dirent.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sodium.h>
+
+#include "media/media.h"
+#include "verify/vfy.h"
+#include "watermark/wm.h"
+
+typedef struct img {
+    uint32_t w, h;
+    float *y;
+} img;
+
+static uint64_t rng_state;
+
+static double urand(void)
+{
+    /* xorshift64*: reproducible from the seed. */
+    rng_state ^= rng_state >> 12;
+    rng_state ^= rng_state << 25;
+    rng_state ^= rng_state >> 27;
+    return (double)((rng_state * 2685821657736338717ull) >> 11) / 9007199254740992.0;
+}
+
+static double nrand(void)
+{
+    double u = urand() + 1e-12, v = urand();
+    return sqrt(-2 * log(u)) * cos(2 * M_PI * v);
+}
+
+static int load_dir(ct_ctx *ctx, const char *dir, img *out, int max)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    int n = 0;
+    if (d == NULL) {
+        return 0;
+    }
+    while ((e = readdir(d)) != NULL && n < max) {
+        char path[4096];
+        med_image *m = NULL;
+        if (e->d_name[0] == '.') {
+            continue;
+        }
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        if (med_read_file(ctx, path, &m) != CT_OK) {
+            continue;
+        }
+        out[n].w = med_width(m);
+        out[n].h = med_height(m);
+        out[n].y = malloc(sizeof(float) * out[n].w * out[n].h);
+        float *wt = malloc(sizeof(float) * out[n].w * out[n].h);
+        if (out[n].y != NULL && wt != NULL && med_luma(ctx, m, out[n].y, NULL, NULL, wt) == CT_OK) {
+            /* Transparent pixels as if flattened on white. */
+            for (size_t i = 0; i < (size_t)out[n].w * out[n].h; i++) {
+                out[n].y[i] = wt[i] * out[n].y[i] + (1 - wt[i]) * 255.0f;
+            }
+            n++;
+        }
+        free(wt);
+        med_image_free(m);
+    }
+    closedir(d);
+    return n;
+}
+
+/* Random crop, box downscale, gamma and noise, rounded to whole levels. */
+static img attacked_crop(const img *src)
+{
+    img o;
+    uint32_t cw = 64 + (uint32_t)(urand() * 704), ch = 64 + (uint32_t)(urand() * 704);
+    if (cw > src->w) {
+        cw = src->w;
+    }
+    if (ch > src->h) {
+        ch = src->h;
+    }
+    uint32_t x0 = (uint32_t)(urand() * (src->w - cw + 1)), y0 = (uint32_t)(urand() * (src->h - ch + 1));
+    double sc = 0.25 + 0.75 * urand();
+    o.w = (uint32_t)fmax(32, cw * sc);
+    o.h = (uint32_t)fmax(32, ch * sc);
+    o.y = malloc(sizeof(float) * o.w * o.h);
+    double gam = 0.7 + 0.7 * urand(), sig = urand() < 0.5 ? 0 : 5 * urand();
+    for (uint32_t y = 0; y < o.h; y++) {
+        for (uint32_t x = 0; x < o.w; x++) {
+            /* Average the source pixels that map to this one. */
+            uint32_t sx0 = x0 + (uint32_t)(x * (double)cw / o.w), sx1 = x0 + (uint32_t)((x + 1) * (double)cw / o.w);
+            uint32_t sy0 = y0 + (uint32_t)(y * (double)ch / o.h), sy1 = y0 + (uint32_t)((y + 1) * (double)ch / o.h);
+            if (sx1 <= sx0) {
+                sx1 = sx0 + 1;
+            }
+            if (sy1 <= sy0) {
+                sy1 = sy0 + 1;
+            }
+            double acc = 0;
+            int n = 0;
+            for (uint32_t yy = sy0; yy < sy1 && yy < src->h; yy++) {
+                for (uint32_t xx = sx0; xx < sx1 && xx < src->w; xx++) {
+                    acc += src->y[(size_t)yy * src->w + xx];
+                    n++;
+                }
+            }
+            double v = n > 0 ? acc / n : 128;
+            v = 255.0 * pow(fmax(v, 0) / 255.0, gam) + sig * nrand();
+            o.y[(size_t)y * o.w + x] = (float)fmin(255, fmax(0, rint(v)));
+        }
+    }
+    return o;
+}
+
+static img synthetic(int kind)
+{
+    img o;
+    o.w = 96 + (uint32_t)(urand() * 640);
+    o.h = 96 + (uint32_t)(urand() * 640);
+    o.y = malloc(sizeof(float) * o.w * o.h);
+    double level = 20 + 215 * urand(), sig = 0.5 + 20 * urand();
+    double gx = (urand() - 0.5) * 0.5, gy = (urand() - 0.5) * 0.5;
+    double period = 4 + 200 * urand(), amp = urand() < 0.5 ? 0 : 10 * urand();
+    for (uint32_t y = 0; y < o.h; y++) {
+        for (uint32_t x = 0; x < o.w; x++) {
+            double v;
+            if (kind == 0) {
+                v = level + sig * nrand();
+            } else if (kind == 1) {
+                v = level + 0.3 * nrand();
+            } else {
+                v = level + gx * x + gy * y + amp * sin(2 * M_PI * x / period) + 0.5 * nrand();
+            }
+            o.y[(size_t)y * o.w + x] = (float)fmin(255, fmax(0, rint(v)));
+        }
+    }
+    return o;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 3) {
+        fprintf(stderr, "usage: negatives SAMPLES_DIR N_TRIALS [SEED] [N_VENDORS]\n");
+        return 2;
+    }
+    long ntrials = atol(argv[2]);
+    rng_state = argc > 3 ? strtoull(argv[3], NULL, 10) * 2654435761ull + 1 : 88172645463325252ull;
+    int nv = argc > 4 ? atoi(argv[4]) : 10;
+    ct_ctx *ctx = NULL;
+    if (ct_ctx_new("/nonexistent-negatives-home", &ctx) != CT_OK) {
+        return 2;
+    }
+    img base[64], foreign[64];
+    int nb = load_dir(ctx, argv[1], base, 64);
+    if (nb == 0) {
+        fprintf(stderr, "negatives: no images in %s\n", argv[1]);
+        return 2;
+    }
+    /* Our studio: a sync key and nv vendor keys. Another studio: its own. */
+    uint8_t sync[WM_KEYBYTES], osync[WM_KEYBYTES], okey[WM_KEYBYTES];
+    vfy_key *keys = calloc((size_t)nv, sizeof *keys);
+    randombytes_buf(sync, sizeof sync);
+    randombytes_buf(osync, sizeof osync);
+    randombytes_buf(okey, sizeof okey);
+    for (int v = 0; v < nv; v++) {
+        keys[v].vendor_id = (uint32_t)v + 1;
+        keys[v].epoch = 1;
+        randombytes_buf(keys[v].key, sizeof keys[v].key);
+    }
+    for (int i = 0; i < nb; i++) {
+        size_t n = (size_t)base[i].w * base[i].h;
+        float *d = malloc(sizeof(float) * n);
+        foreign[i] = base[i];
+        foreign[i].y = malloc(sizeof(float) * n);
+        wm_plane pl = {base[i].w, base[i].h, base[i].y, NULL, NULL, NULL, true};
+        wm_embed_params prm = {1.0, 12345};
+        if (d == NULL || foreign[i].y == NULL || wm_embed(ctx, &pl, osync, okey, &prm, d) != CT_OK) {
+            return 2;
+        }
+        for (size_t k = 0; k < n; k++) {
+            foreign[i].y[k] = fminf(255, fmaxf(0, rintf(base[i].y[k] + d[k])));
+        }
+        free(d);
+    }
+    static const char *KIND[] = {"crop", "foreign", "noise", "flat", "gradient"};
+    long hits = 0;
+    uint64_t total_trials = 0;
+    printf("trial,kind,width,height,identified,trials,sync_z\n");
+    for (long t = 0; t < ntrials; t++) {
+        int kind = (int)(t % 5);
+        int pick = (int)(urand() * nb);
+        img im = kind == 0 ? attacked_crop(&base[pick])
+                 : kind == 1 ? attacked_crop(&foreign[pick])
+                             : synthetic(kind - 2);
+        vfy_input in = {im.w, im.h, im.y, NULL};
+        vfy_result r;
+        if (vfy_detect(ctx, &in, sync, keys, (size_t)nv, &r) != CT_OK) {
+            fprintf(stderr, "negatives: %s\n", ct_errmsg(ctx));
+            return 2;
+        }
+        hits += r.nhits > 0;
+        total_trials += r.trials;
+        printf("%ld,%s,%u,%u,%d,%llu,%.3f\n", t, KIND[kind], im.w, im.h, r.nhits > 0,
+               (unsigned long long)r.trials, r.sync_z);
+        free(im.y);
+        if ((t + 1) % 500 == 0) {
+            fprintf(stderr, "negatives: %ld/%ld trials, %ld identified\n", t + 1, ntrials, hits);
+        }
+    }
+    fprintf(stderr, "negatives: %ld images, %llu key trials, %ld false identifications\n", ntrials,
+            (unsigned long long)total_trials, hits);
+    ct_ctx_free(ctx);
+    return hits == 0 ? 0 : 3;
+}
