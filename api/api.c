@@ -183,6 +183,15 @@ ct_status ct_embed_file(ct_ctx *ctx, const char *vendor, const char *input, cons
     med_write_opts wo = {opts != NULL ? opts->jpeg_quality : 0};
 
     memset(out, 0, sizeof *out);
+    if (ct_media_kind_of(input) != CT_MEDIA_IMAGE) { /* api/video.c */
+        ct_video_opts vo = {0};
+        if (opts != NULL) {
+            vo.strength = opts->strength;
+            vo.asset = opts->asset;
+            vo.issued_by = opts->issued_by;
+        }
+        return ct_embed_video(ctx, vendor, input, output, &vo, out);
+    }
     if (strength < 0.25 || strength > 4.0 || !isfinite(strength)) {
         return ct_fail(ctx, CT_ERR_MISUSE, "strength must be between 0.25 and 4");
     }
@@ -270,14 +279,8 @@ ct_status ct_embed_file(ct_ctx *ctx, const char *vendor, const char *input, cons
     if (st != CT_OK) {
         goto done;
     }
-    /* Quality of what was written, not of what was asked for. */
-    st = med_luma(ctx, img, delta, NULL, NULL, NULL);
-    if (st != CT_OK) {
-        goto done;
-    }
-    for (size_t i = 0; i < (size_t)w * h; i++) {
-        delta[i] -= pl.y[i];
-    }
+    /* Quality of what was written (delta now holds it), not of what was
+     * asked for. */
     wm_quality(&wp, delta, &out->psnr, &out->ssim);
     st = med_write_file(ctx, img, tmp, &wo);
     if (st != CT_OK) {
@@ -389,6 +392,9 @@ ct_status ct_verify_file(ct_ctx *ctx, const char *path, ct_verdict *out)
     vfy_result res;
 
     memset(out, 0, sizeof *out);
+    if (ct_media_kind_of(path) != CT_MEDIA_IMAGE) { /* api/video.c */
+        return ct_verify_video(ctx, path, 0, out);
+    }
     st = key_derive_sync(ctx, sync_key);
     if (st != CT_OK) {
         goto done;
@@ -484,6 +490,13 @@ ct_status ct_verdict_json(const char *file, const ct_verdict *v, char **out)
     json_object_set_new(o, "mirrored", json_boolean(v->mirrored));
     json_object_set_new(o, "trials", json_integer((json_int_t)v->trials));
     json_object_set_new(o, "algorithm", json_integer(WM_ALGO_VERSION));
+    if (v->frames_used > 0) { /* video or frame sequence (api/video.c) */
+        json_object_set_new(o, "frames_used", json_integer((json_int_t)v->frames_used));
+        json_object_set_new(o, "time_first_s", json_real(round(v->time_first * 1000) / 1000));
+        json_object_set_new(o, "time_last_s", json_real(round(v->time_last * 1000) / 1000));
+        json_object_set_new(o, "evidence",
+                            json_string(v->evidence == 2 ? "single_frame" : "frame_average"));
+    }
     json_t *rec = json_null();
     if (v->identified && v->has_record) {
         rec = ldg_record_object(&v->record, 1);

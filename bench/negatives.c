@@ -227,6 +227,11 @@ int main(int argc, char **argv)
     }
     fprintf(stderr, "negatives: %ld images, %llu key trials, %ld false identifications\n", ntrials,
             (unsigned long long)total_trials, hits);
+    for (int i = 0; i < nb; i++) {
+        free(base[i].y);
+        free(foreign[i].y);
+    }
+    free(keys);
     ct_ctx_free(ctx);
     return hits == 0 ? 0 : 3;
 }

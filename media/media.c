@@ -600,7 +600,7 @@ static int clamp_i(int v, int lo, int hi)
     return v < lo ? lo : (v > hi ? hi : v);
 }
 
-ct_status med_realize_luma(ct_ctx *ctx, med_image *img, const float *delta, bool split_rgb)
+ct_status med_realize_luma(ct_ctx *ctx, med_image *img, float *delta, bool split_rgb)
 {
     size_t n;
     float *err = NULL;
@@ -613,14 +613,20 @@ ct_status med_realize_luma(ct_ctx *ctx, med_image *img, const float *delta, bool
     }
     if (img->depth == 16) {
         uint16_t *p = img->pix;
+        static const float W3[3] = {LR, LG, LB};
         for (size_t i = 0; i < n; i++, p += ch) {
             if (alpha && p[ch - 1] == 0) {
+                delta[i] = 0;
                 continue;
             }
             long d = lroundf(delta[i] * 257.0f);
+            float got = 0;
             for (unsigned c = 0; c < colours; c++) {
-                p[c] = (uint16_t)clamp_i((int)(p[c] + d), 0, 65535);
+                int nv = clamp_i((int)(p[c] + d), 0, 65535);
+                got += (colours == 3 ? W3[c] : 1.0f) * (float)(nv - p[c]) / 257.0f;
+                p[c] = (uint16_t)nv;
             }
+            delta[i] = got;
         }
         return CT_OK;
     }
@@ -635,6 +641,7 @@ ct_status med_realize_luma(ct_ctx *ctx, med_image *img, const float *delta, bool
         for (uint32_t x = 0; x < img->w; x++, p += ch) {
             size_t i = (size_t)y * img->w + x;
             if (alpha && p[ch - 1] == 0) {
+                delta[i] = 0;
                 continue;
             }
             float want = delta[i] + e0[x];
@@ -675,6 +682,7 @@ ct_status med_realize_luma(ct_ctx *ctx, med_image *img, const float *delta, bool
                     got = (float)dmin;
                 }
             }
+            delta[i] = got;
             float e = want - got;
             /* A clipped run must not pile up error for its neighbours. */
             e = e > 1.0f ? 1.0f : (e < -1.0f ? -1.0f : e);

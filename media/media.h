@@ -71,8 +71,10 @@ ct_status med_add_luma(ct_ctx *ctx, med_image *img, const float *delta);
  *   0.587, ...), so flat colour carries sub-level marks as a fine change of
  *   a single channel instead of a dither of whole grey levels. Only worth it
  *   for lossless output: a JPEG encoder rounds luma to whole levels again.
- * Channels are clipped to their range; the clipped part is diffused too. */
-ct_status med_realize_luma(ct_ctx *ctx, med_image *img, const float *delta, bool split_rgb);
+ * Channels are clipped to their range; the clipped part is diffused too.
+ * On return delta[i] holds the luma change actually made (0 under alpha 0),
+ * so the caller can measure what was written without reading it back. */
+ct_status med_realize_luma(ct_ctx *ctx, med_image *img, float *delta, bool split_rgb);
 
 /* ---- added for tests and the api layer ---------------------------------- */
 
@@ -121,5 +123,82 @@ const uint8_t *med_meta_get(const med_image *img, size_t i, uint32_t *id, size_t
  * per-context log level, so this is left to the program (or api layer)
  * to call once; media never calls it itself. */
 void med_libav_quiet(void);
+
+/* ---- video (med_video.c) ------------------------------------------------- */
+
+/* One decoded frame as media hands it to the caller. y is the luma (Y'
+ * code values of plane 0) as floats in 8-bit levels: 8-bit formats give
+ * the code value itself, 10/12-bit formats the code value / 4 (/ 16), so
+ * the mark is computed on the same scale whatever the depth. Borrowed:
+ * valid during the callback only. */
+typedef struct med_vframe {
+    uint32_t w, h;
+    const float *y;
+    uint64_t index;   /* 0, 1, ... in presentation order */
+    double time;      /* seconds from the start of the stream */
+    double duration;  /* the container's idea of the clip length, s; 0 unknown */
+} med_vframe;
+
+/* Embed callback: fill delta (w*h floats, 8-bit luma levels) with the change
+ * to add to frame f. Media adds it to the Y plane (10-bit: times 4) with
+ * error diffusion along the rows and clips to the code range. Any status
+ * but CT_OK stops the transcode and is returned as is. */
+typedef ct_status (*med_mark_fn)(void *opaque, const med_vframe *f, float *delta);
+/* Read-only callback for scans (verify). */
+typedef ct_status (*med_scan_fn)(void *opaque, const med_vframe *f);
+/* Progress: frames done, frames expected (0 unknown), seconds since start. */
+typedef void (*med_progress_fn)(void *opaque, uint64_t frames, uint64_t total, double elapsed);
+
+typedef struct med_video_opts {
+    const char *codec;    /* FFmpeg encoder name; NULL: libx264 */
+    int crf;              /* > 0: CRF (or the encoder's "crf"); 0: 17 if the
+                             encoder has a crf option and no bitrate is set */
+    int64_t bitrate;      /* > 0: target bits per second instead of CRF */
+    const char *preset;   /* NULL: "medium" where the encoder has presets */
+    med_progress_fn progress;
+    void *progress_opaque;
+} med_video_opts;
+
+typedef struct med_video_info {
+    uint32_t width, height;
+    uint64_t frames;      /* frames decoded (transcode: and encoded) */
+    double duration;      /* seconds, from the container (0 unknown) */
+    double fps;           /* the stream's frame rate (0 unknown) */
+    double psnr_y;        /* transcode: luma PSNR of the marked frames vs the
+                             decoded input, before the encoder (8-bit scale) */
+    double first_time, last_time; /* scan: times of the first/last frame given */
+    char pix_fmt[32];
+    char encoder[32];
+} med_video_info;
+
+/* 1 if the name ends in an extension celtrace treats as video (.mp4 .mov
+ * .mkv .webm .avi .m4v, case-insensitive). */
+bool med_is_video_name(const char *path);
+
+/* Decode the best video stream of `input`, hand every frame to mark, add
+ * the change it returns to the frame's Y plane, encode (opts) and mux to
+ * `output`, whose container follows `format_name`'s extension (pass the
+ * final name when writing to a temporary). Every other stream is copied
+ * packet for packet; container and stream metadata are copied; time base,
+ * timestamps, frame rate and pixel format are kept (a pixel format the
+ * encoder lacks is converted with libswscale after marking). Frames are
+ * streamed: memory does not grow with the length. Supports planar or
+ * semi-planar Y'CbCr and gray at 8, 10 or 12 bits (little-endian).
+ * Returns CT_ERR_IO (input missing, output not writable), CT_ERR_FORMAT
+ * (not a video, corrupt or truncated input, unsupported pixel format,
+ * a stream the output container cannot hold), CT_ERR_LIMIT (frame over
+ * ctx->max_pixels), CT_ERR_MISUSE (unknown encoder or output format, an
+ * option the encoder lacks), CT_ERR_NOMEM. On failure output may be left
+ * partly written: the caller removes it. info may be NULL. */
+ct_status med_video_transcode(ct_ctx *ctx, const char *input, const char *output,
+                              const char *format_name, const med_video_opts *opts,
+                              med_mark_fn mark, void *opaque, med_video_info *info);
+
+/* Decode the best video stream of path and hand every stride-th frame of
+ * the first max_seconds (<= 0: all) to fn. Damaged packets are skipped (a
+ * leak is often damaged); it is CT_ERR_FORMAT only if no frame decodes.
+ * info may be NULL. */
+ct_status med_video_scan(ct_ctx *ctx, const char *path, double max_seconds, unsigned stride,
+                         med_scan_fn fn, void *opaque, med_video_info *info);
 
 #endif /* CT_MEDIA_H */

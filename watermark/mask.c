@@ -152,13 +152,13 @@ void wm_quality(const wm_plane *pl, const float *delta, double *psnr, double *ss
         n++;
     }
     *psnr = se == 0 || n == 0 ? 99.0 : 10.0 * log10(255.0 * 255.0 / (se / n));
-    /* Mean SSIM over 8x8 windows with stride 4 (Wang et al. use an 11x11
+    /* Mean SSIM over 8x8 windows with stride 8 (Wang et al. use an 11x11
      * Gaussian; this is the common fast approximation). */
     const double c1 = 6.5025, c2 = 58.5225;
     double acc = 0;
     size_t nw = 0;
-    for (uint32_t by = 0; by + 8 <= h; by += 4) {
-        for (uint32_t bx = 0; bx + 8 <= w; bx += 4) {
+    for (uint32_t by = 0; by + 8 <= h; by += 8) {
+        for (uint32_t bx = 0; bx + 8 <= w; bx += 8) {
             double sx = 0, sy = 0, sxx = 0, syy = 0, sxy = 0;
             int vis = 0;
             for (uint32_t yy = by; yy < by + 8; yy++) {

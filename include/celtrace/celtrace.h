@@ -190,6 +190,9 @@ typedef struct ct_embed_result {
     double psnr;       /* luma PSNR of the output against the input, dB */
     double ssim;       /* mean luma SSIM of the output against the input */
     uint64_t record_id; /* ledger record of this issue */
+    /* Video and frame sequences (ct_embed_video); 0 for a still image. */
+    uint64_t frames;   /* frames marked */
+    double duration;   /* seconds, from the container (0 unknown) */
 } ct_embed_result;
 
 /* Mark the image at `input` for vendor `vendor` (name or id) and write it
@@ -267,6 +270,14 @@ typedef struct ct_verdict {
     int has_record;                 /* 1 if the ledger holds the issue of the
                                        first mark found (vendor_id, serial) */
     ct_record record;               /* that issue, when has_record */
+    /* Video and frame sequences (ct_verify_video); 0 for a still image.
+     * The evidence came from frames_used frames between time_first and
+     * time_last (seconds from the start of the clip; frame index / 24
+     * for a sequence). evidence says how: 1 the average of those frames,
+     * 2 a single frame (at time_first). */
+    uint32_t frames_used;
+    double time_first, time_last;
+    int evidence;
 } ct_verdict;
 
 /* Trace a file blind: decide whether it carries a mark of one of the
@@ -360,6 +371,72 @@ CT_API CT_NODISCARD ct_status ct_ledger_check_export(ct_ctx *ctx, const char *ex
  * strength, issued_at, issued (ISO 8601 UTC), operator, prev_hash,
  * record_hash, signature, signature_valid. Caller frees with ct_free. */
 CT_API CT_NODISCARD ct_status ct_record_json(const ct_record *r, char **out);
+
+
+/* ---- video and frame sequences ----------------------------------------- */
+
+/* Options of ct_embed_video. All-zero means the defaults. */
+typedef struct ct_video_opts {
+    double strength;      /* as ct_embed_opts (0: 1.0) */
+    const char *codec;    /* FFmpeg video encoder name (libx264, libx265,
+                             libvpx-vp9, prores_ks, ffv1...); NULL: libx264 */
+    int crf;              /* > 0: CRF (0..51 for x264); 0: 17 (visually
+                             lossless) for encoders that have a CRF */
+    int64_t bitrate;      /* > 0: target bits/s instead of CRF */
+    const char *preset;   /* x264/x265 preset; NULL: "medium" */
+    const char *asset;    /* as ct_embed_opts */
+    const char *issued_by;
+    /* Called from the embedding thread at most five times a second and
+     * once at the end: frames done, frames expected (0 unknown), seconds
+     * elapsed. May be NULL. */
+    void (*progress)(void *user, uint64_t frames, uint64_t total, double elapsed);
+    void *progress_user;
+} ct_video_opts;
+
+/* What a path holds, as the video functions see it. */
+typedef enum ct_media_kind {
+    CT_MEDIA_IMAGE = 0,    /* anything else: a still image for ct_*_file */
+    CT_MEDIA_VIDEO = 1,    /* .mp4 .mov .mkv .webm .avi .m4v */
+    CT_MEDIA_SEQUENCE = 2  /* a folder of numbered PNG/JPEG frames (at least
+                              two, names ending in digits before the
+                              extension, no sub-folders) */
+} ct_media_kind;
+
+/* Classify path by its extension or, for a folder, its contents.
+ * Never fails: unreadable paths are CT_MEDIA_IMAGE (and fail later). */
+CT_API ct_media_kind ct_media_kind_of(const char *path);
+
+/* Mark a video or a frame sequence for vendor (name or id), with the same
+ * keys, pattern and payload as ct_embed_file and one ledger record for the
+ * whole clip (input_sha256: of the file; for a sequence, SHA-256 over the
+ * frames' SHA-256s in name order; phash of the first frame).
+ * Video: every frame's luma is marked; the video is re-encoded (opts), every
+ * other stream copied untouched, metadata and timing kept; the output's
+ * container follows its extension. Sequence: input is a folder, output a
+ * new folder with every frame under the same name and format. The output
+ * appears only complete, after its record (temporary beside it, then
+ * rename). out->psnr is the luma PSNR of the marked frames against the
+ * decoded input before the encoder; out->ssim that of a sample of frames
+ * (before rounding). Requires ct_unlock. Returns what ct_embed_file
+ * returns, plus CT_ERR_EXISTS (the output folder of a sequence exists and
+ * is not empty). opts may be NULL. Thread safety: as ct_embed_file. */
+CT_API CT_NODISCARD ct_status ct_embed_video(ct_ctx *ctx, const char *vendor, const char *input,
+                                             const char *output, const ct_video_opts *opts,
+                                             ct_embed_result *out);
+
+#define CT_VIDEO_DEFAULT_SECONDS 10.0
+
+/* Trace a video file or a frame-sequence folder. Decodes at most
+ * max_seconds from the start (<= 0: CT_VIDEO_DEFAULT_SECONDS), averages the
+ * luma of the frames (the mark is the same in every frame while the
+ * picture moves, so the average keeps the mark and blurs the content) and
+ * detects on the average; failing that, on single frames. The verdict
+ * says which frames and times the evidence came from (frames_used,
+ * time_first, time_last, evidence). Requires ct_unlock. Returns CT_OK
+ * (identified or not), CT_ERR_IO, CT_ERR_FORMAT (not a video, no frame
+ * decodes), CT_ERR_LIMIT. Damaged packets are skipped. */
+CT_API CT_NODISCARD ct_status ct_verify_video(ct_ctx *ctx, const char *path, double max_seconds,
+                                              ct_verdict *out);
 
 #ifdef __cplusplus
 }

@@ -1,0 +1,841 @@
+/* media: video files through libavformat/libavcodec. Demux, decode, hand
+ * each frame's luma to the caller, add the change it returns to the Y
+ * plane, encode, mux; every other stream is copied packet for packet.
+ * media never calls the mark: the caller's callback does.
+ *
+ * Memory is bounded: one decoded frame (plus what the codecs keep for
+ * their own reference and thread queues) and two float planes. */
+#include "media/med_int.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include <libavcodec/avcodec.h>
+#include <libavformat/avformat.h>
+#include <libavutil/imgutils.h>
+#include <libavutil/opt.h>
+#include <libavutil/pixdesc.h>
+#include <libswscale/swscale.h>
+
+#define MED_DEFAULT_CODEC  "libx264"
+#define MED_DEFAULT_CRF    17
+#define MED_DEFAULT_PRESET "medium"
+
+bool med_is_video_name(const char *path)
+{
+    static const char *const ext[] = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v"};
+    const char *dot = strrchr(path, '.');
+    const char *slash = strrchr(path, '/');
+    if (dot == NULL || (slash != NULL && dot < slash)) {
+        return false;
+    }
+    for (size_t i = 0; i < sizeof ext / sizeof ext[0]; i++) {
+        if (strcasecmp(dot, ext[i]) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static ct_status av_err(ct_ctx *ctx, ct_status st, const char *name, const char *what, int err)
+{
+    char buf[AV_ERROR_MAX_STRING_SIZE];
+    if (err == AVERROR(ENOMEM)) {
+        return ct_fail(ctx, CT_ERR_NOMEM, "%s: out of memory (%s)", name, what);
+    }
+    av_strerror(err, buf, sizeof buf);
+    return ct_fail(ctx, st, "%s: %s (%s)", name, what, buf);
+}
+
+/* The luma layouts we mark in place: Y' in plane 0, one sample per
+ * element, 8 bits or 9..16 bits little-endian. RGB, palette, packed YUYV
+ * and hardware frames are refused by name. */
+static bool luma_plane_ok(const AVPixFmtDescriptor *d)
+{
+    if (d == NULL || (d->flags & (AV_PIX_FMT_FLAG_RGB | AV_PIX_FMT_FLAG_PAL |
+                                  AV_PIX_FMT_FLAG_HWACCEL | AV_PIX_FMT_FLAG_BE |
+                                  AV_PIX_FMT_FLAG_BITSTREAM | AV_PIX_FMT_FLAG_FLOAT)) != 0) {
+        return false;
+    }
+    const AVComponentDescriptor *c = &d->comp[0];
+    if (c->plane != 0 || c->shift != 0 || c->offset != 0) {
+        return false;
+    }
+    return (c->depth == 8 && c->step == 1) || (c->depth > 8 && c->depth <= 16 && c->step == 2);
+}
+
+/* ---- shared input side ----------------------------------------------------- */
+
+typedef struct vin {
+    const char *name;
+    AVFormatContext *ic;
+    AVCodecContext *dec;
+    int vidx;
+    AVStream *vst;
+    int64_t t0;           /* pts the times count from */
+    uint32_t w, h;
+    int depth;
+    float *y;
+    double duration;
+} vin;
+
+static void vin_close(vin *v)
+{
+    avcodec_free_context(&v->dec);
+    avformat_close_input(&v->ic);
+    free(v->y);
+    v->y = NULL;
+}
+
+static ct_status vin_open(ct_ctx *ctx, const char *path, bool threads, vin *v)
+{
+    int ret;
+    memset(v, 0, sizeof *v);
+    v->name = path;
+    ret = avformat_open_input(&v->ic, path, NULL, NULL);
+    if (ret < 0) {
+        if (ret == AVERROR(ENOENT) || ret == AVERROR(EACCES) || ret == AVERROR(EISDIR)) {
+            return av_err(ctx, CT_ERR_IO, path, "cannot open", ret);
+        }
+        return av_err(ctx, CT_ERR_FORMAT, path, "not a video celtrace can read", ret);
+    }
+    ret = avformat_find_stream_info(v->ic, NULL);
+    if (ret < 0) {
+        return av_err(ctx, CT_ERR_FORMAT, path, "cannot read the streams", ret);
+    }
+    const AVCodec *codec = NULL;
+    v->vidx = av_find_best_stream(v->ic, AVMEDIA_TYPE_VIDEO, -1, -1, &codec, 0);
+    if (v->vidx < 0 || codec == NULL) {
+        return ct_fail(ctx, CT_ERR_FORMAT, "%s: no video stream celtrace can decode", path);
+    }
+    v->vst = v->ic->streams[v->vidx];
+    const AVCodecParameters *par = v->vst->codecpar;
+    if (par->width <= 0 || par->height <= 0) {
+        return ct_fail(ctx, CT_ERR_FORMAT, "%s: the video stream has no picture size", path);
+    }
+    if ((uint64_t)par->width * (uint64_t)par->height > ctx->max_pixels) {
+        return ct_fail(ctx, CT_ERR_LIMIT, "%s: %dx%d frames are over the limit of %llu pixels",
+                       path, par->width, par->height, (unsigned long long)ctx->max_pixels);
+    }
+    v->dec = avcodec_alloc_context3(codec);
+    if (v->dec == NULL) {
+        return ct_fail(ctx, CT_ERR_NOMEM, "%s: out of memory", path);
+    }
+    ret = avcodec_parameters_to_context(v->dec, par);
+    if (ret < 0) {
+        return av_err(ctx, CT_ERR_FORMAT, path, "bad codec parameters", ret);
+    }
+    v->dec->pkt_timebase = v->vst->time_base;
+    v->dec->max_pixels = ctx->max_pixels > INT64_MAX ? INT64_MAX : (int64_t)ctx->max_pixels;
+    /* Frame threading: the decoder keeps up with the encoder on any core
+     * count (thread_count 0 = one per core). */
+    v->dec->thread_count = threads ? 0 : 1;
+    v->dec->thread_type = FF_THREAD_FRAME | FF_THREAD_SLICE;
+    ret = avcodec_open2(v->dec, codec, NULL);
+    if (ret < 0) {
+        return av_err(ctx, CT_ERR_FORMAT, path, "cannot start the video decoder", ret);
+    }
+    v->w = (uint32_t)par->width;
+    v->h = (uint32_t)par->height;
+    v->t0 = v->vst->start_time != AV_NOPTS_VALUE ? v->vst->start_time : AV_NOPTS_VALUE;
+    if (v->ic->duration > 0) {
+        v->duration = (double)v->ic->duration / AV_TIME_BASE;
+    } else if (v->vst->duration > 0) {
+        v->duration = (double)v->vst->duration * av_q2d(v->vst->time_base);
+    }
+    v->y = ct_mallocarray(ctx, (size_t)v->w * v->h, sizeof *v->y);
+    if (v->y == NULL) {
+        return CT_ERR_NOMEM;
+    }
+    return CT_OK;
+}
+
+/* Check frame f against the stream's size and layout and fill v->y. */
+static ct_status vin_luma(ct_ctx *ctx, vin *v, const AVFrame *f)
+{
+    const AVPixFmtDescriptor *d = av_pix_fmt_desc_get((enum AVPixelFormat)f->format);
+    if (f->width != (int)v->w || f->height != (int)v->h) {
+        return ct_fail(ctx, CT_ERR_FORMAT, "%s: the picture size changes inside the stream "
+                       "(%ux%u to %dx%d); not supported", v->name, v->w, v->h, f->width,
+                       f->height);
+    }
+    if (!luma_plane_ok(d)) {
+        return ct_fail(ctx, CT_ERR_FORMAT, "%s: pixel format %s is not supported for video",
+                       v->name, d != NULL ? d->name : "?");
+    }
+    v->depth = d->comp[0].depth;
+    if (v->depth == 8) {
+        for (uint32_t r = 0; r < v->h; r++) {
+            const uint8_t *s = f->data[0] + (ptrdiff_t)r * f->linesize[0];
+            float *o = v->y + (size_t)r * v->w;
+            for (uint32_t x = 0; x < v->w; x++) {
+                o[x] = s[x];
+            }
+        }
+    } else {
+        const float k = 1.0f / (float)(1 << (v->depth - 8));
+        for (uint32_t r = 0; r < v->h; r++) {
+            const uint16_t *s = (const uint16_t *)(f->data[0] + (ptrdiff_t)r * f->linesize[0]);
+            float *o = v->y + (size_t)r * v->w;
+            for (uint32_t x = 0; x < v->w; x++) {
+                o[x] = s[x] * k;
+            }
+        }
+    }
+    return CT_OK;
+}
+
+static double vin_time(vin *v, int64_t pts)
+{
+    if (pts == AV_NOPTS_VALUE) {
+        return 0;
+    }
+    if (v->t0 == AV_NOPTS_VALUE) {
+        v->t0 = pts;
+    }
+    return (double)(pts - v->t0) * av_q2d(v->vst->time_base);
+}
+
+/* ---- transcode ------------------------------------------------------------- */
+
+typedef struct vt {
+    ct_ctx *ctx;
+    const char *out_name;
+    vin in;
+    AVFormatContext *oc;
+    AVCodecContext *enc;
+    int *map; /* input stream -> output stream, -1 for none */
+    int ovidx;
+    AVPacket *pkt;
+    AVFrame *frame;
+    AVFrame *cvt; /* pixel format conversion target, when needed */
+    struct SwsContext *sws;
+    float *delta;
+    enum AVPixelFormat src_fmt; /* what the encoder was set up for */
+    med_mark_fn mark;
+    void *opaque;
+    const med_video_opts *opts;
+    uint64_t frames, total;
+    int64_t last_pts;
+    double se;      /* squared luma change, 8-bit levels */
+    double t_start, t_last_progress;
+} vt;
+
+static ct_status write_packets(vt *t)
+{
+    int ret;
+    for (;;) {
+        ret = avcodec_receive_packet(t->enc, t->pkt);
+        if (ret == AVERROR(EAGAIN) || ret == AVERROR_EOF) {
+            return CT_OK;
+        }
+        if (ret < 0) {
+            return av_err(t->ctx, CT_ERR_FORMAT, t->out_name, "the video encoder failed", ret);
+        }
+        t->pkt->stream_index = t->ovidx;
+        av_packet_rescale_ts(t->pkt, t->enc->time_base, t->oc->streams[t->ovidx]->time_base);
+        ret = av_interleaved_write_frame(t->oc, t->pkt);
+        if (ret < 0) {
+            return av_err(t->ctx, CT_ERR_IO, t->out_name, "cannot write", ret);
+        }
+    }
+}
+
+/* Add delta to the Y plane. The change is mostly well under a level in
+ * flat areas, so plain rounding would erase it there: the rounding error
+ * is carried along the row (serpentine), so the local mean of the change
+ * follows delta. */
+static void realize(vt *t, AVFrame *f)
+{
+    const uint32_t w = t->in.w, h = t->in.h;
+    const int depth = t->in.depth;
+    const float scale = (float)(1 << (depth - 8));
+    const float maxv = (float)((1 << depth) - 1);
+    const float inv = 1.0f / scale;
+    double se = 0;
+    for (uint32_t r = 0; r < h; r++) {
+        const float *d = t->delta + (size_t)r * w;
+        float e = 0;
+        const bool rev = (r & 1) != 0;
+        if (depth == 8) {
+            uint8_t *p = f->data[0] + (ptrdiff_t)r * f->linesize[0];
+            for (uint32_t k = 0; k < w; k++) {
+                uint32_t x = rev ? w - 1 - k : k;
+                float o = p[x];
+                float v = o + d[x] + e;
+                float q = rintf(v);
+                q = q < 0 ? 0 : q > maxv ? maxv : q;
+                e = v - q;
+                e = e > 1.0f ? 1.0f : e < -1.0f ? -1.0f : e; /* clipped: do not pile up */
+                p[x] = (uint8_t)q;
+                se += (double)(q - o) * (q - o);
+            }
+        } else {
+            uint16_t *p = (uint16_t *)(f->data[0] + (ptrdiff_t)r * f->linesize[0]);
+            for (uint32_t k = 0; k < w; k++) {
+                uint32_t x = rev ? w - 1 - k : k;
+                float o = p[x];
+                float v = o + d[x] * scale + e;
+                float q = rintf(v);
+                q = q < 0 ? 0 : q > maxv ? maxv : q;
+                e = v - q;
+                e = e > 1.0f ? 1.0f : e < -1.0f ? -1.0f : e;
+                p[x] = (uint16_t)q;
+                float dd = (q - o) * inv;
+                se += (double)dd * dd;
+            }
+        }
+    }
+    t->se += se;
+}
+
+static ct_status encode_frame(vt *t, AVFrame *f)
+{
+    int ret = avcodec_send_frame(t->enc, f);
+    if (ret < 0) {
+        return av_err(t->ctx, CT_ERR_FORMAT, t->out_name, "the video encoder refused a frame",
+                      ret);
+    }
+    return write_packets(t);
+}
+
+static ct_status process_frame(vt *t, AVFrame *f)
+{
+    ct_status st = vin_luma(t->ctx, &t->in, f);
+    if (st != CT_OK) {
+        return st;
+    }
+    if (f->format != t->src_fmt) {
+        return ct_fail(t->ctx, CT_ERR_FORMAT, "%s: the pixel format changes inside the stream",
+                       t->in.name);
+    }
+    int64_t pts = f->best_effort_timestamp;
+    /* Encoders need strictly increasing timestamps; a broken or missing
+     * one takes the next tick. */
+    if (pts == AV_NOPTS_VALUE || (t->frames > 0 && pts <= t->last_pts)) {
+        pts = t->frames > 0 ? t->last_pts + 1 : 0;
+    }
+    t->last_pts = pts;
+    med_vframe vf = {t->in.w, t->in.h, t->in.y, t->frames, vin_time(&t->in, pts),
+                     t->in.duration};
+    st = t->mark(t->opaque, &vf, t->delta);
+    if (st != CT_OK) {
+        return st;
+    }
+    int ret = av_frame_make_writable(f); /* the decoder may still reference it */
+    if (ret < 0) {
+        return av_err(t->ctx, CT_ERR_NOMEM, t->in.name, "frame copy", ret);
+    }
+    realize(t, f);
+    AVFrame *src = f;
+    if (t->sws != NULL) {
+        ret = sws_scale(t->sws, (const uint8_t *const *)f->data, f->linesize, 0, f->height,
+                        t->cvt->data, t->cvt->linesize);
+        if (ret != f->height) {
+            return ct_fail(t->ctx, CT_ERR_FORMAT, "%s: pixel format conversion failed",
+                           t->in.name);
+        }
+        src = t->cvt;
+    }
+    src->pts = pts;
+    src->pict_type = AV_PICTURE_TYPE_NONE;
+    st = encode_frame(t, src);
+    if (st != CT_OK) {
+        return st;
+    }
+    t->frames++;
+    if (t->opts != NULL && t->opts->progress != NULL) {
+        double now = now_s();
+        if (now - t->t_last_progress > 0.2) {
+            t->t_last_progress = now;
+            t->opts->progress(t->opts->progress_opaque, t->frames, t->total, now - t->t_start);
+        }
+    }
+    return CT_OK;
+}
+
+static ct_status decode_some(vt *t, const AVPacket *pkt)
+{
+    int ret = avcodec_send_packet(t->in.dec, pkt);
+    if (ret < 0 && ret != AVERROR_EOF) {
+        return av_err(t->ctx, CT_ERR_FORMAT, t->in.name, "corrupt video data", ret);
+    }
+    for (;;) {
+        ret = avcodec_receive_frame(t->in.dec, t->frame);
+        if (ret == AVERROR(EAGAIN) || ret == AVERROR_EOF) {
+            return CT_OK;
+        }
+        if (ret < 0) {
+            return av_err(t->ctx, CT_ERR_FORMAT, t->in.name, "corrupt video data", ret);
+        }
+        ct_status st = process_frame(t, t->frame);
+        av_frame_unref(t->frame);
+        if (st != CT_OK) {
+            return st;
+        }
+    }
+}
+
+static bool has_option(const AVCodecContext *enc, const char *name)
+{
+    return enc->priv_data != NULL &&
+           av_opt_find(enc->priv_data, name, NULL, 0, AV_OPT_SEARCH_CHILDREN) != NULL;
+}
+
+static ct_status open_encoder(vt *t, const med_video_opts *o)
+{
+    ct_ctx *ctx = t->ctx;
+    const char *name = o != NULL && o->codec != NULL ? o->codec : MED_DEFAULT_CODEC;
+    const AVCodec *codec = avcodec_find_encoder_by_name(name);
+    /* H.264 by default, unless the container cannot hold it (WebM): then
+     * the container's own default encoder. */
+    if ((o == NULL || o->codec == NULL) &&
+        avformat_query_codec(t->oc->oformat, AV_CODEC_ID_H264, FF_COMPLIANCE_NORMAL) != 1) {
+        const AVCodec *alt = avcodec_find_encoder(t->oc->oformat->video_codec);
+        if (alt != NULL) {
+            codec = alt;
+            name = alt->name;
+        }
+    }
+    AVDictionary *dict = NULL;
+    ct_status st = CT_OK;
+    int ret;
+    char buf[32];
+
+    if (codec == NULL || codec->type != AVMEDIA_TYPE_VIDEO) {
+        return ct_fail(ctx, CT_ERR_MISUSE, "no video encoder named '%s' in this FFmpeg", name);
+    }
+    t->enc = avcodec_alloc_context3(codec);
+    if (t->enc == NULL) {
+        return ct_fail(ctx, CT_ERR_NOMEM, "out of memory");
+    }
+    const AVCodecContext *dec = t->in.dec;
+    AVCodecContext *enc = t->enc;
+    enc->width = dec->width;
+    enc->height = dec->height;
+    enc->sample_aspect_ratio = dec->sample_aspect_ratio;
+    enc->color_range = dec->color_range;
+    enc->color_primaries = dec->color_primaries;
+    enc->color_trc = dec->color_trc;
+    enc->colorspace = dec->colorspace;
+    enc->chroma_sample_location = dec->chroma_sample_location;
+    enc->field_order = dec->field_order;
+    enc->time_base = t->in.vst->time_base;
+    enc->framerate = av_guess_frame_rate(t->in.ic, t->in.vst, NULL);
+    enc->thread_count = 0;
+    /* Keep the pixel format when the encoder takes it, else the closest
+     * one it has (converted after marking). */
+    enum AVPixelFormat want = dec->pix_fmt;
+    t->src_fmt = want;
+    enc->pix_fmt = want;
+    if (codec->pix_fmts != NULL) {
+        bool found = false;
+        for (const enum AVPixelFormat *p = codec->pix_fmts; *p != AV_PIX_FMT_NONE; p++) {
+            found = found || *p == want;
+        }
+        if (!found) {
+            enc->pix_fmt = avcodec_find_best_pix_fmt_of_list(codec->pix_fmts, want, 0, NULL);
+        }
+    }
+    if (t->oc->oformat->flags & AVFMT_GLOBALHEADER) {
+        enc->flags |= AV_CODEC_FLAG_GLOBAL_HEADER;
+    }
+    bool crf_asked = o != NULL && o->crf > 0;
+    bool preset_asked = o != NULL && o->preset != NULL;
+    if (o != NULL && o->bitrate > 0) {
+        enc->bit_rate = o->bitrate;
+    } else if (crf_asked || has_option(enc, "crf")) {
+        if (!has_option(enc, "crf")) {
+            st = ct_fail(ctx, CT_ERR_MISUSE, "encoder '%s' has no CRF setting; use a bitrate",
+                         name);
+            goto done;
+        }
+        snprintf(buf, sizeof buf, "%d", crf_asked ? o->crf : MED_DEFAULT_CRF);
+        av_dict_set(&dict, "crf", buf, 0);
+        enc->bit_rate = 0; /* libvpx: constant quality needs b = 0 */
+    }
+    if (has_option(enc, "preset") && strncmp(name, "libx26", 6) == 0) {
+        av_dict_set(&dict, "preset", preset_asked ? o->preset : MED_DEFAULT_PRESET, 0);
+    } else if (preset_asked) {
+        st = ct_fail(ctx, CT_ERR_MISUSE, "encoder '%s' has no x264-style presets", name);
+        goto done;
+    }
+    if (strcmp(name, "libvpx-vp9") == 0 && !preset_asked) {
+        /* libvpx's defaults run at a fraction of x264's medium speed. */
+        av_dict_set(&dict, "deadline", "good", 0);
+        av_dict_set(&dict, "cpu-used", "4", 0);
+        av_dict_set(&dict, "row-mt", "1", 0);
+    }
+    ret = avcodec_open2(enc, codec, &dict);
+    if (ret < 0) {
+        st = av_err(ctx, CT_ERR_MISUSE, t->out_name, "cannot start the video encoder", ret);
+        goto done;
+    }
+    if (enc->pix_fmt != want) {
+        t->sws = sws_getContext(enc->width, enc->height, want, enc->width, enc->height,
+                                enc->pix_fmt, SWS_BICUBIC | SWS_ACCURATE_RND, NULL, NULL, NULL);
+        t->cvt = av_frame_alloc();
+        if (t->sws == NULL || t->cvt == NULL) {
+            st = ct_fail(ctx, CT_ERR_FORMAT, "%s: cannot convert %s to %s for %s", t->in.name,
+                         av_get_pix_fmt_name(want), av_get_pix_fmt_name(enc->pix_fmt), name);
+            goto done;
+        }
+        t->cvt->format = enc->pix_fmt;
+        t->cvt->width = enc->width;
+        t->cvt->height = enc->height;
+        ret = av_frame_get_buffer(t->cvt, 0);
+        if (ret < 0) {
+            st = av_err(ctx, CT_ERR_NOMEM, t->in.name, "conversion buffer", ret);
+            goto done;
+        }
+    }
+done:
+    av_dict_free(&dict);
+    return st;
+}
+
+static ct_status open_output(vt *t, const char *output, const char *format_name,
+                             const med_video_opts *o)
+{
+    ct_ctx *ctx = t->ctx;
+    AVFormatContext *ic = t->in.ic;
+    int ret;
+    ct_status st;
+
+    ret = avformat_alloc_output_context2(&t->oc, NULL, NULL, format_name);
+    if (ret < 0 || t->oc == NULL) {
+        return ct_fail(ctx, CT_ERR_MISUSE, "%s: no video container for this file extension",
+                       format_name);
+    }
+    t->map = ct_mallocarray(ctx, ic->nb_streams, sizeof *t->map);
+    if (t->map == NULL) {
+        return CT_ERR_NOMEM;
+    }
+    st = open_encoder(t, o);
+    if (st != CT_OK) {
+        return st;
+    }
+    for (unsigned i = 0; i < ic->nb_streams; i++) {
+        AVStream *is = ic->streams[i];
+        t->map[i] = -1;
+        AVStream *os = avformat_new_stream(t->oc, NULL);
+        if (os == NULL) {
+            return ct_fail(ctx, CT_ERR_NOMEM, "out of memory");
+        }
+        t->map[i] = os->index;
+        if ((int)i == t->in.vidx) {
+            t->ovidx = os->index;
+            ret = avcodec_parameters_from_context(os->codecpar, t->enc);
+            os->time_base = t->enc->time_base;
+            os->avg_frame_rate = is->avg_frame_rate;
+            os->r_frame_rate = is->r_frame_rate;
+        } else {
+            ret = avcodec_parameters_copy(os->codecpar, is->codecpar);
+            os->codecpar->codec_tag = 0; /* let the muxer choose its own tag */
+            os->time_base = is->time_base;
+            os->avg_frame_rate = is->avg_frame_rate;
+            os->r_frame_rate = is->r_frame_rate;
+            if (avformat_query_codec(t->oc->oformat, is->codecpar->codec_id,
+                                     FF_COMPLIANCE_NORMAL) == 0) {
+                return ct_fail(ctx, CT_ERR_FORMAT, "%s: stream %u (%s) cannot be copied into "
+                               "this container; choose another output extension", t->in.name,
+                               i, avcodec_get_name(is->codecpar->codec_id));
+            }
+        }
+        if (ret < 0) {
+            return av_err(ctx, CT_ERR_FORMAT, t->in.name, "cannot set up an output stream", ret);
+        }
+        os->disposition = is->disposition;
+        os->sample_aspect_ratio = is->sample_aspect_ratio;
+        av_dict_copy(&os->metadata, is->metadata, 0);
+        if ((int)i == t->in.vidx) {
+            /* The old encoder's name would now be a lie. */
+            av_dict_set(&os->metadata, "encoder", NULL, 0);
+        }
+    }
+    av_dict_copy(&t->oc->metadata, ic->metadata, 0);
+    ret = avio_open(&t->oc->pb, output, AVIO_FLAG_WRITE);
+    if (ret < 0) {
+        return av_err(ctx, CT_ERR_IO, output, "cannot write", ret);
+    }
+    ret = avformat_write_header(t->oc, NULL);
+    if (ret < 0) {
+        return av_err(ctx, CT_ERR_FORMAT, format_name, "cannot write the container header",
+                      ret);
+    }
+    return CT_OK;
+}
+
+ct_status med_video_transcode(ct_ctx *ctx, const char *input, const char *output,
+                              const char *format_name, const med_video_opts *opts,
+                              med_mark_fn mark, void *opaque, med_video_info *info)
+{
+    vt t;
+    ct_status st;
+    int ret;
+    bool header = false;
+
+    memset(&t, 0, sizeof t);
+    t.ctx = ctx;
+    t.out_name = format_name;
+    t.mark = mark;
+    t.opaque = opaque;
+    t.opts = opts;
+    t.t_start = now_s();
+    if (info != NULL) {
+        memset(info, 0, sizeof *info);
+    }
+    st = vin_open(ctx, input, true, &t.in);
+    if (st != CT_OK) {
+        goto done;
+    }
+    t.delta = ct_mallocarray(ctx, (size_t)t.in.w * t.in.h, sizeof *t.delta);
+    t.pkt = av_packet_alloc();
+    t.frame = av_frame_alloc();
+    if (t.delta == NULL || t.pkt == NULL || t.frame == NULL) {
+        st = ct_fail(ctx, CT_ERR_NOMEM, "%s: out of memory", input);
+        goto done;
+    }
+    st = open_output(&t, output, format_name, opts);
+    if (st != CT_OK) {
+        goto done;
+    }
+    header = true;
+    AVRational fr = av_guess_frame_rate(t.in.ic, t.in.vst, NULL);
+    if (t.in.vst->nb_frames > 0) {
+        t.total = (uint64_t)t.in.vst->nb_frames;
+    } else if (t.in.duration > 0 && fr.num > 0 && fr.den > 0) {
+        t.total = (uint64_t)(t.in.duration * av_q2d(fr) + 0.5);
+    }
+    for (;;) {
+        ret = av_read_frame(t.in.ic, t.pkt);
+        if (ret == AVERROR_EOF) {
+            break;
+        }
+        if (ret < 0) {
+            st = av_err(ctx, CT_ERR_FORMAT, input, "read error: truncated or damaged", ret);
+            goto done;
+        }
+        int si = t.pkt->stream_index;
+        if (si == t.in.vidx) {
+            st = decode_some(&t, t.pkt);
+            av_packet_unref(t.pkt);
+            if (st != CT_OK) {
+                goto done;
+            }
+            continue;
+        }
+        if (si < 0 || (unsigned)si >= t.in.ic->nb_streams || t.map[si] < 0) {
+            av_packet_unref(t.pkt);
+            continue;
+        }
+        /* Copied as is: only the timestamps change units. */
+        av_packet_rescale_ts(t.pkt, t.in.ic->streams[si]->time_base,
+                             t.oc->streams[t.map[si]]->time_base);
+        t.pkt->stream_index = t.map[si];
+        t.pkt->pos = -1;
+        ret = av_interleaved_write_frame(t.oc, t.pkt);
+        av_packet_unref(t.pkt);
+        if (ret < 0) {
+            st = av_err(ctx, CT_ERR_IO, output, "cannot write", ret);
+            goto done;
+        }
+    }
+    st = decode_some(&t, NULL); /* drain the decoder */
+    if (st != CT_OK) {
+        goto done;
+    }
+    if (t.frames == 0) {
+        st = ct_fail(ctx, CT_ERR_FORMAT, "%s: no video frame could be decoded", input);
+        goto done;
+    }
+    st = encode_frame(&t, NULL); /* drain the encoder */
+    if (st != CT_OK) {
+        goto done;
+    }
+    ret = av_write_trailer(t.oc);
+    if (ret < 0) {
+        st = av_err(ctx, CT_ERR_IO, output, "cannot finish the file", ret);
+        goto done;
+    }
+    header = false;
+    ret = avio_closep(&t.oc->pb);
+    if (ret < 0) {
+        st = av_err(ctx, CT_ERR_IO, output, "cannot write", ret);
+        goto done;
+    }
+    if (opts != NULL && opts->progress != NULL) {
+        opts->progress(opts->progress_opaque, t.frames, t.frames, now_s() - t.t_start);
+    }
+    if (info != NULL) {
+        info->width = t.in.w;
+        info->height = t.in.h;
+        info->frames = t.frames;
+        info->duration = t.in.duration;
+        info->fps = fr.num > 0 && fr.den > 0 ? av_q2d(fr) : 0;
+        double mse = t.se / ((double)t.frames * t.in.w * t.in.h);
+        info->psnr_y = mse > 0 ? 10.0 * log10(255.0 * 255.0 / mse) : 99.0;
+        snprintf(info->pix_fmt, sizeof info->pix_fmt, "%s",
+                 av_get_pix_fmt_name(t.in.dec->pix_fmt) ? av_get_pix_fmt_name(t.in.dec->pix_fmt)
+                                                        : "?");
+        snprintf(info->encoder, sizeof info->encoder, "%s", t.enc->codec->name);
+    }
+done:
+    if (header && t.oc != NULL && t.oc->pb != NULL) {
+        (void)av_write_trailer(t.oc); /* lets the muxer free what it holds */
+    }
+    if (t.oc != NULL) {
+        avio_closep(&t.oc->pb);
+        avformat_free_context(t.oc);
+    }
+    avcodec_free_context(&t.enc);
+    sws_freeContext(t.sws);
+    av_frame_free(&t.cvt);
+    av_frame_free(&t.frame);
+    av_packet_free(&t.pkt);
+    free(t.map);
+    free(t.delta);
+    vin_close(&t.in);
+    return st;
+}
+
+/* ---- scan (verify) --------------------------------------------------------- */
+
+typedef struct vs {
+    ct_ctx *ctx;
+    vin in;
+    double max_seconds;
+    unsigned stride;
+    med_scan_fn fn;
+    void *opaque;
+    uint64_t decoded, given;
+    double first, last;
+    bool stop;
+    int errors;
+} vs;
+
+static ct_status scan_frames(vs *s, AVFrame *f)
+{
+    for (;;) {
+        int ret = avcodec_receive_frame(s->in.dec, f);
+        if (ret == AVERROR(EAGAIN) || ret == AVERROR_EOF) {
+            return CT_OK;
+        }
+        if (ret < 0) {
+            s->errors++;
+            return CT_OK; /* skip damaged data */
+        }
+        double tm = vin_time(&s->in, f->best_effort_timestamp);
+        uint64_t k = s->decoded++;
+        if (s->max_seconds > 0 && tm > s->max_seconds) {
+            s->stop = true;
+            av_frame_unref(f);
+            return CT_OK;
+        }
+        if (k % s->stride == 0) {
+            ct_status st = vin_luma(s->ctx, &s->in, f);
+            if (st == CT_OK) {
+                med_vframe vf = {s->in.w, s->in.h, s->in.y, k, tm, s->in.duration};
+                st = s->fn(s->opaque, &vf);
+            }
+            if (st != CT_OK) {
+                av_frame_unref(f);
+                return st;
+            }
+            if (s->given == 0) {
+                s->first = tm;
+            }
+            s->last = tm;
+            s->given++;
+        }
+        av_frame_unref(f);
+    }
+}
+
+ct_status med_video_scan(ct_ctx *ctx, const char *path, double max_seconds, unsigned stride,
+                         med_scan_fn fn, void *opaque, med_video_info *info)
+{
+    vs s;
+    ct_status st;
+    AVPacket *pkt = NULL;
+    AVFrame *f = NULL;
+    int ret;
+
+    memset(&s, 0, sizeof s);
+    s.ctx = ctx;
+    s.max_seconds = max_seconds;
+    s.stride = stride == 0 ? 1 : stride;
+    s.fn = fn;
+    s.opaque = opaque;
+    if (info != NULL) {
+        memset(info, 0, sizeof *info);
+    }
+    st = vin_open(ctx, path, true, &s.in);
+    if (st != CT_OK) {
+        goto done;
+    }
+    pkt = av_packet_alloc();
+    f = av_frame_alloc();
+    if (pkt == NULL || f == NULL) {
+        st = ct_fail(ctx, CT_ERR_NOMEM, "%s: out of memory", path);
+        goto done;
+    }
+    while (!s.stop) {
+        ret = av_read_frame(s.in.ic, pkt);
+        if (ret < 0) {
+            break; /* EOF, or the rest is damaged: use what decoded */
+        }
+        if (pkt->stream_index == s.in.vidx) {
+            ret = avcodec_send_packet(s.in.dec, pkt);
+            if (ret < 0 && ret != AVERROR(EAGAIN)) {
+                s.errors++;
+            }
+            st = scan_frames(&s, f);
+        }
+        av_packet_unref(pkt);
+        if (st != CT_OK) {
+            goto done;
+        }
+    }
+    if (!s.stop) {
+        (void)avcodec_send_packet(s.in.dec, NULL);
+        st = scan_frames(&s, f);
+        if (st != CT_OK) {
+            goto done;
+        }
+    }
+    if (s.given == 0) {
+        st = ct_fail(ctx, CT_ERR_FORMAT, "%s: no video frame could be decoded", path);
+        goto done;
+    }
+    if (info != NULL) {
+        AVRational fr = av_guess_frame_rate(s.in.ic, s.in.vst, NULL);
+        info->width = s.in.w;
+        info->height = s.in.h;
+        info->frames = s.given;
+        info->duration = s.in.duration;
+        info->fps = fr.num > 0 && fr.den > 0 ? av_q2d(fr) : 0;
+        info->first_time = s.first;
+        info->last_time = s.last;
+        const char *pf = av_get_pix_fmt_name(s.in.dec->pix_fmt);
+        snprintf(info->pix_fmt, sizeof info->pix_fmt, "%s", pf != NULL ? pf : "?");
+    }
+done:
+    av_frame_free(&f);
+    av_packet_free(&pkt);
+    vin_close(&s.in);
+    return st;
+}
