@@ -24,6 +24,7 @@
 #include "media/media.h"
 #include "verify/vfy.h"
 #include "watermark/wm.h"
+#include "api/api_int.h"
 
 typedef struct planes {
     float *y, *up, *down, *wt;
@@ -62,9 +63,9 @@ static ct_status planes_of(ct_ctx *ctx, const med_image *img, bool rooms, planes
     return st;
 }
 
-/* A temporary name beside `path` with the same extension, so the writer
- * picks the same format: dir/.name.XXXXXX.ext */
-static ct_status temp_beside(ct_ctx *ctx, const char *path, char **out)
+/* ---- shared with video.c (declared in api_int.h) ---- */
+
+ct_status api_temp_name(ct_ctx *ctx, const char *path, bool dir, char **out)
 {
     char *a = ct_strdup(ctx, path), *b = ct_strdup(ctx, path);
     ct_status st = CT_OK;
@@ -73,25 +74,35 @@ static ct_status temp_beside(ct_ctx *ctx, const char *path, char **out)
         st = CT_ERR_NOMEM;
         goto done;
     }
-    const char *dir = dirname(a), *base = basename(b);
-    const char *ext = strrchr(base, '.');
+    const char *d = dirname(a), *base = basename(b);
+    const char *ext = dir ? NULL : strrchr(base, '.');
     if (ext == NULL) {
         ext = "";
     }
-    size_t n = strlen(dir) + strlen(base) + strlen(ext) + 16;
+    size_t n = strlen(d) + strlen(base) + strlen(ext) + 16;
     char *t = ct_malloc(ctx, n);
     if (t == NULL) {
         st = CT_ERR_NOMEM;
         goto done;
     }
-    snprintf(t, n, "%s/.%s.XXXXXX%s", dir, base, ext);
-    int fd = mkstemps(t, (int)strlen(ext));
-    if (fd < 0) {
-        st = ct_fail(ctx, CT_ERR_IO, "%s: cannot create a file there: %s", path, strerror(errno));
-        free(t);
-        goto done;
+    snprintf(t, n, "%s/.%s.XXXXXX%s", d, base, ext);
+    if (dir) {
+        if (mkdtemp(t) == NULL) {
+            st = ct_fail(ctx, CT_ERR_IO, "%s: cannot create a folder there: %s", path,
+                         strerror(errno));
+            free(t);
+            goto done;
+        }
+    } else {
+        int fd = mkstemps(t, (int)strlen(ext));
+        if (fd < 0) {
+            st = ct_fail(ctx, CT_ERR_IO, "%s: cannot create a file there: %s", path,
+                         strerror(errno));
+            free(t);
+            goto done;
+        }
+        close(fd);
     }
-    close(fd);
     *out = t;
 done:
     free(a);
@@ -99,8 +110,7 @@ done:
     return st;
 }
 
-/* Make a rename durable: fsync the folder that holds the new name. */
-static void sync_dir_of(const char *path)
+void api_sync_dir_of(const char *path)
 {
     char *a = strdup(path);
     if (a == NULL) {
@@ -114,42 +124,60 @@ static void sync_dir_of(const char *path)
     free(a);
 }
 
-/* The record's content fields for an embed; the chain fields are set by
- * ldg_issue under the ledger's write lock. */
-static ct_status record_of(ct_ctx *ctx, const ct_vendor *v, const char *input,
-                           const ct_embed_opts *opts, uint32_t serial, double strength,
-                           sto_record *rec)
+bool api_same_file(const char *a, const char *b)
+{
+    struct stat sa, sb;
+    if (stat(a, &sa) != 0 || stat(b, &sb) != 0) {
+        return false;
+    }
+    return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
+ct_status api_record_fill(ct_ctx *ctx, const ct_vendor *v, const char *input,
+                             const char *asset, const char *by, double strength,
+                             sto_record *rec)
 {
     ct_status st;
-    const char *asset = opts != NULL ? opts->asset : NULL;
-    const char *by = opts != NULL ? opts->issued_by : NULL;
-
     memset(rec, 0, sizeof *rec);
     if (asset == NULL) {
-        const char *slash = strrchr(input, '/');
-        asset = slash != NULL ? slash + 1 : input;
+        char *copy = ct_strdup(ctx, input);
+        if (copy == NULL) {
+            return CT_ERR_NOMEM;
+        }
+        /* a folder given as "frames/" is still named "frames" */
+        size_t n = strlen(copy);
+        while (n > 1 && copy[n - 1] == '/') {
+            copy[--n] = '\0';
+        }
+        const char *slash = strrchr(copy, '/');
+        const char *base = slash != NULL ? slash + 1 : copy;
+        st = ldg_check_text(ctx, "asset name", base, sizeof rec->asset);
+        if (st == CT_OK) {
+            memcpy(rec->asset, base, strlen(base) + 1);
+        }
+        free(copy);
+    } else {
+        st = ldg_check_text(ctx, "asset name", asset, sizeof rec->asset);
+        if (st == CT_OK) {
+            memcpy(rec->asset, asset, strlen(asset) + 1);
+        }
     }
-    st = ldg_check_text(ctx, "asset name", asset, sizeof rec->asset);
     if (st == CT_OK && by != NULL) {
         st = ldg_check_text(ctx, "operator", by, sizeof rec->issued_by);
     }
     if (st != CT_OK) {
         return st;
     }
-    memcpy(rec->asset, asset, strlen(asset) + 1);
     if (by != NULL) {
         memcpy(rec->issued_by, by, strlen(by) + 1);
     } else {
         ldg_operator(rec->issued_by);
     }
-    /* Where the original was, for informed detection later; left empty
-     * when the path cannot be recorded as text. */
     char *real = realpath(input, NULL);
     if (real != NULL && strlen(real) < sizeof rec->original && ldg_text_ok(real)) {
         memcpy(rec->original, real, strlen(real) + 1);
     }
     free(real);
-    rec->serial = serial;
     rec->vendor_id = v->id;
     memcpy(rec->vendor, v->name, sizeof rec->vendor);
     rec->algo_version = WM_ALGO_VERSION;
@@ -158,13 +186,44 @@ static ct_status record_of(ct_ctx *ctx, const ct_vendor *v, const char *input,
     return CT_OK;
 }
 
-static bool same_file(const char *a, const char *b)
+ct_status api_all_keys(ct_ctx *ctx, vfy_key **out, size_t *n, ct_vendor **vendors,
+                          size_t *nv)
 {
-    struct stat sa, sb;
-    if (stat(a, &sa) != 0 || stat(b, &sb) != 0) {
-        return false;
+    ct_status st;
+    size_t total = 0, k = 0;
+    *out = NULL;
+    *n = 0;
+    st = ct_vendor_list(ctx, vendors, nv);
+    if (st != CT_OK) {
+        return st;
     }
-    return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+    for (size_t i = 0; i < *nv; i++) {
+        if (!ct_add(&total, total, (*vendors)[i].epoch)) {
+            return ct_fail(ctx, CT_ERR_LIMIT, "too many vendor keys");
+        }
+    }
+    if (total == 0) {
+        return CT_OK;
+    }
+    vfy_key *keys = sodium_allocarray(total, sizeof *keys);
+    if (keys == NULL) {
+        return ct_fail(ctx, CT_ERR_NOMEM, "out of memory for vendor keys");
+    }
+    for (size_t i = 0; i < *nv; i++) {
+        for (uint32_t e = 1; e <= (*vendors)[i].epoch; e++) {
+            keys[k].vendor_id = (*vendors)[i].id;
+            keys[k].epoch = e;
+            st = key_derive_mark(ctx, keys[k].vendor_id, e, keys[k].key);
+            if (st != CT_OK) {
+                sodium_free(keys);
+                return st;
+            }
+            k++;
+        }
+    }
+    *out = keys;
+    *n = k;
+    return CT_OK;
 }
 
 ct_status ct_embed_file(ct_ctx *ctx, const char *vendor, const char *input, const char *output,
@@ -206,7 +265,7 @@ ct_status ct_embed_file(ct_ctx *ctx, const char *vendor, const char *input, cons
         return ct_fail(ctx, CT_ERR_MISUSE, "%s: the output must end in .png, .jpg or .jpeg",
                        output);
     }
-    if (strcmp(input, output) == 0 || same_file(input, output)) {
+    if (strcmp(input, output) == 0 || api_same_file(input, output)) {
         return ct_fail(ctx, CT_ERR_MISUSE, "%s: refusing to overwrite the original with its "
                                            "marked copy", output);
     }
@@ -225,13 +284,14 @@ ct_status ct_embed_file(ct_ctx *ctx, const char *vendor, const char *input, cons
     if (st != CT_OK) {
         goto done;
     }
-    st = record_of(ctx, &v, input, opts, 0, strength, &rec);
+    st = api_record_fill(ctx, &v, input, opts != NULL ? opts->asset : NULL,
+                         opts != NULL ? opts->issued_by : NULL, strength, &rec);
     if (st != CT_OK) {
         goto done;
     }
     /* The temporary first: an output folder we cannot write to should
      * fail before the ledger is touched (a serial claimed). */
-    st = temp_beside(ctx, output, &tmp);
+    st = api_temp_name(ctx, output, false, &tmp);
     if (st != CT_OK) {
         goto done;
     }
@@ -312,7 +372,7 @@ ct_status ct_embed_file(ct_ctx *ctx, const char *vendor, const char *input, cons
                      "not written)", output, strerror(errno), rec.id);
         goto done;
     }
-    sync_dir_of(output);
+    api_sync_dir_of(output);
     free(tmp);
     tmp = NULL;
     out->record_id = rec.id;
@@ -337,49 +397,6 @@ done:
     return st;
 }
 
-/* Every key a file of this studio can carry: each vendor at each epoch it
- * has had, revoked vendors included (their files stay traceable). */
-static ct_status all_keys(ct_ctx *ctx, vfy_key **out, size_t *n, ct_vendor **vendors,
-                          size_t *nv)
-{
-    ct_status st;
-    vfy_key *keys = NULL;
-    size_t total = 0, k = 0;
-    *out = NULL;
-    *n = 0;
-    st = ct_vendor_list(ctx, vendors, nv);
-    if (st != CT_OK) {
-        return st;
-    }
-    for (size_t i = 0; i < *nv; i++) {
-        if (!ct_add(&total, total, (*vendors)[i].epoch)) {
-            return ct_fail(ctx, CT_ERR_LIMIT, "too many vendor keys");
-        }
-    }
-    if (total == 0) {
-        return CT_OK;
-    }
-    keys = sodium_allocarray(total, sizeof *keys);
-    if (keys == NULL) {
-        return ct_fail(ctx, CT_ERR_NOMEM, "out of memory for vendor keys");
-    }
-    for (size_t i = 0; i < *nv; i++) {
-        for (uint32_t e = 1; e <= (*vendors)[i].epoch; e++) {
-            keys[k].vendor_id = (*vendors)[i].id;
-            keys[k].epoch = e;
-            st = key_derive_mark(ctx, keys[k].vendor_id, e, keys[k].key);
-            if (st != CT_OK) {
-                sodium_free(keys);
-                return st;
-            }
-            k++;
-        }
-    }
-    *out = keys;
-    *n = k;
-    return CT_OK;
-}
-
 ct_status ct_verify_file(ct_ctx *ctx, const char *path, ct_verdict *out)
 {
     ct_status st;
@@ -399,7 +416,7 @@ ct_status ct_verify_file(ct_ctx *ctx, const char *path, ct_verdict *out)
     if (st != CT_OK) {
         goto done;
     }
-    st = all_keys(ctx, &keys, &nkeys, &vendors, &nv);
+    st = api_all_keys(ctx, &keys, &nkeys, &vendors, &nv);
     if (st != CT_OK) {
         goto done;
     }

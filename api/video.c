@@ -33,6 +33,7 @@
 #include "media/media.h"
 #include "verify/vfy.h"
 #include "watermark/wm.h"
+#include "api/api_int.h"
 
 /* Sequences have no clock: times and --max-seconds count frames at this
  * rate (the animation default). */
@@ -42,167 +43,6 @@
 #define SSIM_EVERY 48
 
 /* ---- helpers (see the note at the top) ------------------------------------ */
-
-static ct_status temp_name(ct_ctx *ctx, const char *path, bool dir, char **out)
-{
-    char *a = ct_strdup(ctx, path), *b = ct_strdup(ctx, path);
-    ct_status st = CT_OK;
-    *out = NULL;
-    if (a == NULL || b == NULL) {
-        st = CT_ERR_NOMEM;
-        goto done;
-    }
-    const char *d = dirname(a), *base = basename(b);
-    const char *ext = dir ? NULL : strrchr(base, '.');
-    if (ext == NULL) {
-        ext = "";
-    }
-    size_t n = strlen(d) + strlen(base) + strlen(ext) + 16;
-    char *t = ct_malloc(ctx, n);
-    if (t == NULL) {
-        st = CT_ERR_NOMEM;
-        goto done;
-    }
-    snprintf(t, n, "%s/.%s.XXXXXX%s", d, base, ext);
-    if (dir) {
-        if (mkdtemp(t) == NULL) {
-            st = ct_fail(ctx, CT_ERR_IO, "%s: cannot create a folder there: %s", path,
-                         strerror(errno));
-            free(t);
-            goto done;
-        }
-    } else {
-        int fd = mkstemps(t, (int)strlen(ext));
-        if (fd < 0) {
-            st = ct_fail(ctx, CT_ERR_IO, "%s: cannot create a file there: %s", path,
-                         strerror(errno));
-            free(t);
-            goto done;
-        }
-        close(fd);
-    }
-    *out = t;
-done:
-    free(a);
-    free(b);
-    return st;
-}
-
-static void sync_dir_of(const char *path)
-{
-    char *a = strdup(path);
-    if (a == NULL) {
-        return;
-    }
-    int fd = open(dirname(a), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd >= 0) {
-        fsync(fd);
-        close(fd);
-    }
-    free(a);
-}
-
-static bool same_file(const char *a, const char *b)
-{
-    struct stat sa, sb;
-    if (stat(a, &sa) != 0 || stat(b, &sb) != 0) {
-        return false;
-    }
-    return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
-}
-
-static ct_status record_fill(ct_ctx *ctx, const ct_vendor *v, const char *input,
-                             const char *asset, const char *by, double strength,
-                             sto_record *rec)
-{
-    ct_status st;
-    memset(rec, 0, sizeof *rec);
-    if (asset == NULL) {
-        char *copy = ct_strdup(ctx, input);
-        if (copy == NULL) {
-            return CT_ERR_NOMEM;
-        }
-        /* a folder given as "frames/" is still named "frames" */
-        size_t n = strlen(copy);
-        while (n > 1 && copy[n - 1] == '/') {
-            copy[--n] = '\0';
-        }
-        const char *slash = strrchr(copy, '/');
-        const char *base = slash != NULL ? slash + 1 : copy;
-        st = ldg_check_text(ctx, "asset name", base, sizeof rec->asset);
-        if (st == CT_OK) {
-            memcpy(rec->asset, base, strlen(base) + 1);
-        }
-        free(copy);
-    } else {
-        st = ldg_check_text(ctx, "asset name", asset, sizeof rec->asset);
-        if (st == CT_OK) {
-            memcpy(rec->asset, asset, strlen(asset) + 1);
-        }
-    }
-    if (st == CT_OK && by != NULL) {
-        st = ldg_check_text(ctx, "operator", by, sizeof rec->issued_by);
-    }
-    if (st != CT_OK) {
-        return st;
-    }
-    if (by != NULL) {
-        memcpy(rec->issued_by, by, strlen(by) + 1);
-    } else {
-        ldg_operator(rec->issued_by);
-    }
-    char *real = realpath(input, NULL);
-    if (real != NULL && strlen(real) < sizeof rec->original && ldg_text_ok(real)) {
-        memcpy(rec->original, real, strlen(real) + 1);
-    }
-    free(real);
-    rec->vendor_id = v->id;
-    memcpy(rec->vendor, v->name, sizeof rec->vendor);
-    rec->algo_version = WM_ALGO_VERSION;
-    rec->strength = strength;
-    rec->issued_at = (int64_t)time(NULL);
-    return CT_OK;
-}
-
-static ct_status all_keys(ct_ctx *ctx, vfy_key **out, size_t *n, ct_vendor **vendors,
-                          size_t *nv)
-{
-    ct_status st;
-    size_t total = 0, k = 0;
-    *out = NULL;
-    *n = 0;
-    st = ct_vendor_list(ctx, vendors, nv);
-    if (st != CT_OK) {
-        return st;
-    }
-    for (size_t i = 0; i < *nv; i++) {
-        if (!ct_add(&total, total, (*vendors)[i].epoch)) {
-            return ct_fail(ctx, CT_ERR_LIMIT, "too many vendor keys");
-        }
-    }
-    if (total == 0) {
-        return CT_OK;
-    }
-    vfy_key *keys = sodium_allocarray(total, sizeof *keys);
-    if (keys == NULL) {
-        return ct_fail(ctx, CT_ERR_NOMEM, "out of memory for vendor keys");
-    }
-    for (size_t i = 0; i < *nv; i++) {
-        for (uint32_t e = 1; e <= (*vendors)[i].epoch; e++) {
-            keys[k].vendor_id = (*vendors)[i].id;
-            keys[k].epoch = e;
-            st = key_derive_mark(ctx, keys[k].vendor_id, e, keys[k].key);
-            if (st != CT_OK) {
-                sodium_free(keys);
-                return st;
-            }
-            k++;
-        }
-    }
-    *out = keys;
-    *n = k;
-    return CT_OK;
-}
 
 /* ---- frame sequences: listing ---------------------------------------------- */
 
@@ -540,7 +380,7 @@ ct_status ct_embed_video(ct_ctx *ctx, const char *vendor, const char *input, con
         return ct_fail(ctx, CT_ERR_MISUSE, "%s: neither a video file nor a folder of numbered "
                        "frames", input);
     }
-    if (strcmp(input, output) == 0 || same_file(input, output)) {
+    if (strcmp(input, output) == 0 || api_same_file(input, output)) {
         return ct_fail(ctx, CT_ERR_MISUSE, "%s: refusing to overwrite the original with its "
                        "marked copy", output);
     }
@@ -559,7 +399,7 @@ ct_status ct_embed_video(ct_ctx *ctx, const char *vendor, const char *input, con
     if (st != CT_OK) {
         goto done;
     }
-    st = record_fill(ctx, &v, input, opts != NULL ? opts->asset : NULL,
+    st = api_record_fill(ctx, &v, input, opts != NULL ? opts->asset : NULL,
                      opts != NULL ? opts->issued_by : NULL, strength, &rec);
     if (st != CT_OK) {
         goto done;
@@ -571,7 +411,7 @@ ct_status ct_embed_video(ct_ctx *ctx, const char *vendor, const char *input, con
             goto done;
         }
     }
-    st = temp_name(ctx, output, seq, &tmp);
+    st = api_temp_name(ctx, output, seq, &tmp);
     if (st != CT_OK) {
         goto done;
     }
@@ -630,7 +470,7 @@ ct_status ct_embed_video(ct_ctx *ctx, const char *vendor, const char *input, con
                      "not written)", output, strerror(errno), rec.id);
         goto done;
     }
-    sync_dir_of(output);
+    api_sync_dir_of(output);
     free(tmp);
     tmp = NULL;
     out->record_id = rec.id;
@@ -903,7 +743,7 @@ ct_status ct_verify_video(ct_ctx *ctx, const char *path, double max_seconds, ct_
     if (st != CT_OK) {
         goto done;
     }
-    st = all_keys(ctx, &keys, &nkeys, &vendors, &nv);
+    st = api_all_keys(ctx, &keys, &nkeys, &vendors, &nv);
     if (st != CT_OK) {
         goto done;
     }

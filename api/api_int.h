@@ -1,0 +1,34 @@
+/* api: helpers shared by the image (api.c) and video (video.c) paths of
+ * the composing layer. Internal: not part of the public API. */
+#ifndef CT_API_INT_H
+#define CT_API_INT_H
+
+#include <stdbool.h>
+
+#include "core/core.h"
+#include "store/store.h"
+#include "verify/vfy.h"
+
+/* A hidden temporary beside `path` (dir/.name.XXXXXX.ext, same extension so
+ * writers pick the same format), created empty; a folder when dir is set.
+ * *out: caller frees. */
+ct_status api_temp_name(ct_ctx *ctx, const char *path, bool dir, char **out);
+
+/* Make a rename durable: fsync the folder that holds the new name. */
+void api_sync_dir_of(const char *path);
+
+/* true if a and b name the same existing file. */
+bool api_same_file(const char *a, const char *b);
+
+/* A ledger record's content fields for an embed (asset defaults to the
+ * input's base name, operator to user@host); the chain fields and the
+ * serial are set by the caller and ldg_issue. */
+ct_status api_record_fill(ct_ctx *ctx, const ct_vendor *v, const char *input, const char *asset,
+                          const char *by, double strength, sto_record *rec);
+
+/* Every key a file of this studio can carry: each vendor at each epoch it
+ * has had, revoked vendors included (their files stay traceable). *out is
+ * sodium_allocarray memory (free with sodium_free); *vendors with free(). */
+ct_status api_all_keys(ct_ctx *ctx, vfy_key **out, size_t *n, ct_vendor **vendors, size_t *nv);
+
+#endif
