@@ -1063,6 +1063,50 @@ done:
     free(ref);
 }
 
+
+/* List Viterbi: its first entry is the plain decoder's answer, entries are
+ * distinct, and near the threshold the true word is often in the list when
+ * the most likely one is wrong (what verify relies on). */
+static void test_code_list(void)
+{
+    rng r = {777};
+    uint8_t info[WM_INFO_BITS], coded[WM_CODED_BITS], ml[WM_INFO_BITS];
+    uint8_t list[8][WM_INFO_BITS];
+    float soft[WM_CODED_BITS];
+    int ml_wrong = 0, rescued = 0;
+    for (int trial = 0; trial < 120; trial++) {
+        for (int i = 0; i < WM_INFO_BITS; i++) {
+            info[i] = (uint8_t)(rng_u64(&r) & 1);
+        }
+        wm_code_encode(info, coded);
+        for (int i = 0; i < WM_CODED_BITS; i++) {
+            /* Es/N0 around -1.5 dB per coded bit: at the edge of decoding */
+            soft[i] = (float)((coded[i] ? -1.0 : 1.0) + 1.19 * rng_gauss(&r));
+        }
+        wm_code_decode(soft, ml);
+        int n = wm_code_decode_list(soft, 8, list);
+        CHECK(n >= 1 && n <= 8);
+        CHECK(memcmp(list[0], ml, sizeof ml) == 0);
+        for (int a = 0; a < n; a++) {
+            for (int b = a + 1; b < n; b++) {
+                CHECK(memcmp(list[a], list[b], WM_INFO_BITS) != 0);
+            }
+        }
+        if (memcmp(ml, info, sizeof info) != 0) {
+            ml_wrong++;
+            for (int a = 1; a < n; a++) {
+                if (memcmp(list[a], info, sizeof info) == 0) {
+                    rescued++;
+                }
+            }
+        }
+    }
+    printf("list Viterbi: ML wrong in %d of 120, true word further down the list in %d\n",
+           ml_wrong, rescued);
+    CHECK(ml_wrong > 0);
+    CHECK(rescued > 0);
+}
+
 int main(int argc, char **argv)
 {
     ct_ctx *ctx = NULL;
@@ -1089,6 +1133,7 @@ int main(int argc, char **argv)
     printf("kat: %.2f s\n", now_s() - t);
     t = now_s();
     test_code();
+    test_code_list();
     printf("code: %.2f s\n", now_s() - t);
     t = now_s();
     test_period();

@@ -20,6 +20,7 @@
 #define PER_LEVEL 4
 #define DECODE_CANDS 2
 #define REFINE_Z 5.0
+#define DECODE_LIST 8
 
 typedef struct level {
     uint32_t w, h;
@@ -284,12 +285,15 @@ static void chips_of(const folded *f, const wm_sync *sy, float *clean, float chi
     }
 }
 
-static bool decode_key(const float chips[WM_NCELLS], const vfy_key *k, vfy_hit *hit)
+/* Despread with one vendor's key and decode. The list Viterbi returns the
+ * DECODE_LIST most likely payloads; each is checked against the tag, and
+ * each check is one trial for the false-positive count (*tried). */
+static bool decode_key(const float chips[WM_NCELLS], const vfy_key *k, vfy_hit *hit, int *tried)
 {
     wm_spread spread; /* 3 KB: on the stack, nothing to fail */
     wm_spread *sp = &spread;
     float soft[WM_CODED_BITS];
-    uint8_t info[WM_INFO_BITS], coded[WM_CODED_BITS];
+    uint8_t info[DECODE_LIST][WM_INFO_BITS], coded[WM_CODED_BITS];
     uint32_t serial = 0;
     bool ok = false;
     wm_spread_init(sp, k->key);
@@ -297,9 +301,18 @@ static bool decode_key(const float chips[WM_NCELLS], const vfy_key *k, vfy_hit *
     for (int i = 0; i < WM_NCELLS; i++) {
         soft[sp->bit_of_cell[i]] += chips[i] * sp->pn[i];
     }
-    wm_code_decode(soft, info);
-    if (wm_payload_check(k->key, info, &serial)) {
-        wm_code_encode(info, coded);
+    int n = wm_code_decode_list(soft, DECODE_LIST, info);
+    if (n < 0) {
+        /* Out of memory for the list: the plain decoder needs none. */
+        wm_code_decode(soft, info[0]);
+        n = 1;
+    }
+    *tried = n;
+    for (int c = 0; c < n && !ok; c++) {
+        if (!wm_payload_check(k->key, info[c], &serial)) {
+            continue;
+        }
+        wm_code_encode(info[c], coded);
         double acc = 0, e2 = 0;
         for (int i = 0; i < WM_NCELLS; i++) {
             int sign = coded[sp->bit_of_cell[i]] ? -sp->pn[i] : sp->pn[i];
@@ -506,9 +519,11 @@ ct_status vfy_detect(ct_ctx *ctx, const vfy_input *in, const uint8_t sync_key[WM
                 out->sync_z = fd->z;
             }
             for (size_t k = 0; k < nkeys; k++) {
-                out->trials++;
                 vfy_hit hit;
-                if (decode_key(chips, &keys[k], &hit) && out->nhits < VFY_MAX_HITS) {
+                int tried = 0;
+                bool got = decode_key(chips, &keys[k], &hit, &tried);
+                out->trials += (uint64_t)tried;
+                if (got && out->nhits < VFY_MAX_HITS) {
                     out->hits[out->nhits++] = hit;
                 }
             }
@@ -520,9 +535,11 @@ ct_status vfy_detect(ct_ctx *ctx, const vfy_input *in, const uint8_t sync_key[WM
                 find_offset(fd, &sync);
                 chips_of(fd, &sync, fd2->wsum, chips);
                 for (size_t k = 0; k < nkeys; k++) {
-                    out->trials++;
                     vfy_hit hit;
-                    if (decode_key(chips, &keys[k], &hit) && out->nhits < VFY_MAX_HITS) {
+                    int tried = 0;
+                    bool got = decode_key(chips, &keys[k], &hit, &tried);
+                    out->trials += (uint64_t)tried;
+                    if (got && out->nhits < VFY_MAX_HITS) {
                         out->hits[out->nhits++] = hit;
                     }
                 }
@@ -575,9 +592,11 @@ ct_status vfy_try_geometry(ct_ctx *ctx, const vfy_input *in, const uint8_t sync_
             out->sync_z = fd->z;
         }
         for (size_t k = 0; k < nkeys; k++) {
-            out->trials++;
             vfy_hit hit;
-            if (decode_key(chips, &keys[k], &hit) && out->nhits < VFY_MAX_HITS) {
+            int tried = 0;
+            bool got = decode_key(chips, &keys[k], &hit, &tried);
+            out->trials += (uint64_t)tried;
+            if (got && out->nhits < VFY_MAX_HITS) {
                 out->hits[out->nhits++] = hit;
             }
         }

@@ -2,6 +2,7 @@
 #include "wm.h"
 
 #include <float.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <sodium.h>
@@ -125,4 +126,104 @@ void wm_code_decode(const float soft[WM_CODED_BITS], uint8_t info[WM_INFO_BITS])
         }
         s = (s >> 1) | ((unsigned)from[t][s] << 5);
     }
+}
+
+/* List Viterbi (parallel form, Seshadri and Sundberg 1994): every state
+ * keeps its `list` best paths, so the decoder returns the best few
+ * codewords, not only the most likely one. The tag then picks the right
+ * one, which buys about a decibel on marks just under the threshold; each
+ * path tried is one more chance for noise to pass the tag, and the caller
+ * counts it. */
+#define LIST_MAX 16
+
+typedef struct lv_entry {
+    float m;
+    uint8_t prev_state;
+    uint8_t prev_rank;
+    uint8_t bit;
+} lv_entry;
+
+int wm_code_decode_list(const float soft[WM_CODED_BITS], int list, uint8_t (*info)[WM_INFO_BITS])
+{
+    static const int STEPS = WM_INFO_BITS + WM_CODE_K - 1;
+    lv_entry(*tr)[NSTATES][LIST_MAX] = NULL;
+    float cur[NSTATES][LIST_MAX], nxt[NSTATES][LIST_MAX];
+    int ncur[NSTATES], nnxt[NSTATES];
+    uint8_t outbits[128][3];
+    int found = 0;
+
+    if (list < 1) {
+        return 0;
+    }
+    if (list > LIST_MAX) {
+        list = LIST_MAX;
+    }
+    tr = malloc(sizeof(*tr) * (size_t)STEPS);
+    if (tr == NULL) {
+        return -1;
+    }
+    for (unsigned reg = 0; reg < 128; reg++) {
+        for (int g = 0; g < 3; g++) {
+            outbits[reg][g] = (uint8_t)parity7(reg & GEN[g]);
+        }
+    }
+    for (int st = 0; st < NSTATES; st++) {
+        ncur[st] = 0;
+    }
+    cur[0][0] = 0.0f;
+    ncur[0] = 1;
+    for (int t = 0; t < STEPS; t++) {
+        const float *y = soft + 3 * t;
+        for (int st = 0; st < NSTATES; st++) {
+            nnxt[st] = 0;
+        }
+        for (int st = 0; st < NSTATES; st++) {
+            for (int r = 0; r < ncur[st]; r++) {
+                for (unsigned b = 0; b < 2; b++) {
+                    if (t >= WM_INFO_BITS && b == 1) {
+                        continue;
+                    }
+                    unsigned reg = ((unsigned)st << 1) | b;
+                    int ns = (int)(reg & 0x3fu);
+                    float m = cur[st][r];
+                    for (int g = 0; g < 3; g++) {
+                        m += outbits[reg][g] ? -y[g] : y[g];
+                    }
+                    /* Insert into ns's sorted list of at most `list`. */
+                    int n = nnxt[ns];
+                    if (n == list && m <= nxt[ns][n - 1]) {
+                        continue;
+                    }
+                    int pos = n < list ? n : list - 1;
+                    while (pos > 0 && nxt[ns][pos - 1] < m) {
+                        nxt[ns][pos] = nxt[ns][pos - 1];
+                        tr[t][ns][pos] = tr[t][ns][pos - 1];
+                        pos--;
+                    }
+                    nxt[ns][pos] = m;
+                    tr[t][ns][pos] = (lv_entry){m, (uint8_t)st, (uint8_t)r, (uint8_t)b};
+                    if (n < list) {
+                        nnxt[ns] = n + 1;
+                    }
+                }
+            }
+        }
+        memcpy(cur, nxt, sizeof cur);
+        memcpy(ncur, nnxt, sizeof ncur);
+    }
+    /* Terminated in state 0: its list, best first. */
+    for (int r = 0; r < ncur[0]; r++) {
+        int st = 0, rank = r;
+        for (int t = STEPS - 1; t >= 0; t--) {
+            const lv_entry *e = &tr[t][st][rank];
+            if (t < WM_INFO_BITS) {
+                info[found][t] = e->bit;
+            }
+            st = e->prev_state;
+            rank = e->prev_rank;
+        }
+        found++;
+    }
+    free(tr);
+    return found;
 }

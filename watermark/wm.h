@@ -80,6 +80,9 @@ bool wm_payload_check(const uint8_t vendor_key[WM_KEYBYTES], const uint8_t info[
 void wm_code_encode(const uint8_t info[WM_INFO_BITS], uint8_t coded[WM_CODED_BITS]);
 /* Soft Viterbi: soft[i] > 0 means coded bit i is more likely 0. */
 void wm_code_decode(const float soft[WM_CODED_BITS], uint8_t info[WM_INFO_BITS]);
+/* List Viterbi: up to `list` (<= 16) most likely info words, best first,
+ * into info[0..]; returns how many, or -1 when out of memory. */
+int wm_code_decode_list(const float soft[WM_CODED_BITS], int list, uint8_t (*info)[WM_INFO_BITS]);
 
 /* ---- tile ---- */
 
