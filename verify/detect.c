@@ -329,6 +329,21 @@ static bool decode_key(const float chips[WM_NCELLS], const vfy_key *k, vfy_hit *
     return ok;
 }
 
+/* Every vendor key on one set of chips: hits and trials into out. */
+static void decode_all(const float chips[WM_NCELLS], const vfy_key *keys, size_t nkeys,
+                       vfy_result *out)
+{
+    for (size_t k = 0; k < nkeys; k++) {
+        vfy_hit hit;
+        int tried = 0;
+        bool got = decode_key(chips, &keys[k], &hit, &tried);
+        out->trials += (uint64_t)tried;
+        if (got && out->nhits < VFY_MAX_HITS) {
+            out->hits[out->nhits++] = hit;
+        }
+    }
+}
+
 /* Geometry refinement from the offsets of image patches: each patch folded
  * on its own finds the tile at t0 + D x (x the patch centre), where D is
  * what the map still lacks. A least-squares fit of D over the patches that
@@ -518,15 +533,7 @@ ct_status vfy_detect(ct_ctx *ctx, const vfy_input *in, const uint8_t sync_key[WM
                 out->mirrored = det < 0;
                 out->sync_z = fd->z;
             }
-            for (size_t k = 0; k < nkeys; k++) {
-                vfy_hit hit;
-                int tried = 0;
-                bool got = decode_key(chips, &keys[k], &hit, &tried);
-                out->trials += (uint64_t)tried;
-                if (got && out->nhits < VFY_MAX_HITS) {
-                    out->hits[out->nhits++] = hit;
-                }
-            }
+            decode_all(chips, keys, nkeys, out);
             /* A clear sync that does not decode is often a map a little
              * off: refine it from patch offsets and try once more. */
             if (out->nhits == 0 && fd->z >= REFINE_Z &&
@@ -534,15 +541,7 @@ ct_status vfy_detect(ct_ctx *ctx, const vfy_input *in, const uint8_t sync_key[WM
                 fold(L->white, L->w, L->h, &cands[c].g, fd->tile, fd->wsum);
                 find_offset(fd, &sync);
                 chips_of(fd, &sync, fd2->wsum, chips);
-                for (size_t k = 0; k < nkeys; k++) {
-                    vfy_hit hit;
-                    int tried = 0;
-                    bool got = decode_key(chips, &keys[k], &hit, &tried);
-                    out->trials += (uint64_t)tried;
-                    if (got && out->nhits < VFY_MAX_HITS) {
-                        out->hits[out->nhits++] = hit;
-                    }
-                }
+                decode_all(chips, keys, nkeys, out);
             }
         }
     }
@@ -591,15 +590,7 @@ ct_status vfy_try_geometry(ct_ctx *ctx, const vfy_input *in, const uint8_t sync_
         if (attempt == 0) {
             out->sync_z = fd->z;
         }
-        for (size_t k = 0; k < nkeys; k++) {
-            vfy_hit hit;
-            int tried = 0;
-            bool got = decode_key(chips, &keys[k], &hit, &tried);
-            out->trials += (uint64_t)tried;
-            if (got && out->nhits < VFY_MAX_HITS) {
-                out->hits[out->nhits++] = hit;
-            }
-        }
+        decode_all(chips, keys, nkeys, out);
         if (out->nhits > 0 || !refine_by_patches(white, in->w, in->h, &g, fd, &sync, fd2)) {
             break;
         }
