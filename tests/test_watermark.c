@@ -590,7 +590,7 @@ static void test_period(void)
     }
     CHECK(bad == 0);
     CHECK(wm_period_for(1920, 1080) == wm_period_for(1080, 1920));
-    CHECK(wm_period_for(1, 1) == 120);
+    CHECK(wm_period_for(1, 1) == WM_PERIOD_MIN);
     CHECK(wm_period_for(100000, 100000) == 1200);
     CHECK(wm_period_for(576, 576) != 128);
     CHECK(wm_period_for(1152, 4000) != 256);
@@ -738,6 +738,81 @@ static void test_tile(ct_ctx *ctx)
         CHECK(room_bad == 0);
         CHECK(wt_bad == 0);
         free(wt);
+        pl.weight = NULL;
+    }
+
+    /* White paper (no room up): the swing moves below the limit instead of
+     * losing its upper half, so the change still follows the whole tile;
+     * black ink (no room down) the same upwards. */
+    for (int side = 0; side < 2; side++) {
+        for (size_t i = 0; i < n; i++) {
+            y[i] = side == 0 ? 255.0f : 0.0f;
+            up[i] = side == 0 ? 0.0f : 255.0f;
+            down[i] = side == 0 ? 255.0f : 0.0f;
+        }
+        prm.serial = serial;
+        CHECK_ST(wm_embed(ctx, &pl, skey, vkey, &prm, delta), CT_OK);
+        double c_sxy = 0, c_sxx = 0, c_syy = 0, c_sx = 0, c_sy = 0;
+        int lim_bad = 0;
+        for (uint32_t yy = 0; yy < h; yy++) {
+            for (uint32_t xx = 0; xx < w; xx++) {
+                double t = wm_tile_at(chips, &s, xx * (double)WM_CELLS / P, yy * (double)WM_CELLS / P);
+                double d = delta[(size_t)yy * w + xx];
+                lim_bad += side == 0 ? d > 0 : d < 0;
+                c_sxy += t * d;
+                c_sxx += t * t;
+                c_syy += d * d;
+                c_sx += t;
+                c_sy += d;
+            }
+        }
+        double c_corr = (c_sxy - c_sx * c_sy / nn) /
+                        sqrt((c_sxx - c_sx * c_sx / nn) * (c_syy - c_sy * c_sy / nn));
+        double c_gain = (c_sxy - c_sx * c_sy / nn) / (c_sxx - c_sx * c_sx / nn);
+        printf("  %s: corr with the tile %.4f, gain %.4f (unclipped %.4f)\n",
+               side == 0 ? "white paper" : "black ink", c_corr, c_gain, gain);
+        CHECK(lim_bad == 0);
+        CHECK(c_corr > 0.9);
+        CHECK(c_gain > 0.8 * gain); /* a plain clip keeps about half */
+    }
+
+    /* The PSNR ceiling takes from texture, not from the fills: half flat,
+     * half strong grain. The fill keeps its cap, the whole stays at the
+     * ceiling. */
+    {
+        rng r = {99};
+        for (size_t i = 0; i < n; i++) {
+            bool grain = (i % w) >= w / 2;
+            y[i] = grain ? (float)(128.0 + 40.0 * rng_gauss(&r)) : 128.0f;
+            y[i] = y[i] < 20.0f ? 20.0f : (y[i] > 235.0f ? 235.0f : y[i]);
+            up[i] = 255.0f - y[i];
+            down[i] = y[i];
+        }
+        float *amp = malloc(n * sizeof *amp);
+        CHECK(amp != NULL);
+        if (amp != NULL) {
+            CHECK_ST(wm_mask(ctx, &pl, 1.0, amp), CT_OK);
+            CHECK_ST(wm_embed(ctx, &pl, skey, vkey, &prm, delta), CT_OK);
+            double sq = 0, fsxy = 0, fsxx = 0;
+            for (uint32_t yy = 0; yy < h; yy++) {
+                for (uint32_t xx = 0; xx < w; xx++) {
+                    size_t i = (size_t)yy * w + xx;
+                    sq += (double)delta[i] * delta[i];
+                    if (xx < w / 2 - 8) {
+                        double t = wm_tile_at(chips, &s, xx * (double)WM_CELLS / P,
+                                              yy * (double)WM_CELLS / P);
+                        fsxy += t * delta[i];
+                        fsxx += t * t;
+                    }
+                }
+            }
+            double wpsnr = 10.0 * log10(255.0 * 255.0 / (sq / nn));
+            printf("  ceiling: PSNR %.2f dB, fill gain %.4f (cap %.2f)\n", wpsnr, fsxy / fsxx,
+                   wm_flat_cap(true));
+            CHECK(wpsnr > 42.4 && wpsnr < 42.6);
+            CHECK(fabs(fsxy / fsxx - wm_flat_cap(true)) < 0.01);
+            free(amp);
+        }
     }
 done:
     free(y);
@@ -836,21 +911,52 @@ static void test_mask(ct_ctx *ctx)
         }
         CHECK(sc_bad == 0);
     }
-    /* Weight 0 gives 0; any positive weight keeps the budget. */
+    /* Alpha: opaque everywhere is the same as no alpha; a transparent
+     * pixel gets nothing. */
     for (size_t i = 0; i < n; i++) {
-        wt[i] = (i % 3 == 0) ? 0.0f : (i % 3 == 1 ? 0.25f : 1.0f);
+        wt[i] = (i % 3 == 0) ? 0.0f : 1.0f;
     }
     {
         wm_plane pl0 = {w, h, y, NULL, NULL, NULL, false};
         wm_plane pl = pl0;
+        for (size_t i = 0; i < n; i++) {
+            wt[i] = 1.0f;
+        }
         pl.weight = wt;
         CHECK_ST(wm_mask(ctx, &pl0, 1.0, amp2), CT_OK);
         CHECK_ST(wm_mask(ctx, &pl, 1.0, amp), CT_OK);
         int w_bad = 0;
         for (size_t i = 0; i < n; i++) {
-            w_bad += wt[i] == 0.0f ? amp[i] != 0.0f : amp[i] != amp2[i];
+            w_bad += amp[i] != amp2[i];
         }
         CHECK(w_bad == 0);
+        for (size_t i = 0; i < n; i++) {
+            wt[i] = (i % 3 == 0) ? 0.0f : 1.0f;
+        }
+        CHECK_ST(wm_mask(ctx, &pl, 1.0, amp), CT_OK);
+        w_bad = 0;
+        for (size_t i = 0; i < n; i++) {
+            w_bad += wt[i] == 0.0f && amp[i] != 0.0f;
+        }
+        CHECK(w_bad == 0);
+        /* Line art drawn as black ink with an anti-aliased alpha on a
+         * transparent canvas: flat in raw luma, a line once seen. The line
+         * gets a line's budget (and 1/alpha more where half covered); the
+         * canvas nothing. */
+        for (size_t i = 0; i < n; i++) {
+            uint32_t xx = (uint32_t)(i % w);
+            y[i] = 0.0f;
+            wt[i] = xx == line_x ? 1.0f : (xx == line_x + 1 ? 0.5f : 0.0f);
+        }
+        CHECK_ST(wm_mask(ctx, &pl, 1.0, amp), CT_OK);
+        float on_line = 1e9f, half_cov = 1e9f;
+        for (uint32_t yy = 8; yy + 8 < h; yy++) {
+            on_line = fminf(on_line, amp[(size_t)yy * w + line_x]);
+            half_cov = fminf(half_cov, amp[(size_t)yy * w + line_x + 1]);
+        }
+        CHECK(on_line >= 3.9f);
+        CHECK(half_cov >= 1.9f * on_line);
+        mask_image(y, w, h, line_x, half, 30.0f);
     }
 done:
     free(y);
@@ -920,6 +1026,14 @@ static void test_quality(ct_ctx *ctx)
         }
         double psnr = 0, ssim = 0;
         wm_quality(&pl, y2, &psnr, &ssim);
+        /* Fills are judged on what is seen: a cel laid over mid-grey (the
+         * backdrop of the mask), where a pixel of alpha a shows a times its
+         * change. An ink outline drawn in the canvas colour with an
+         * anti-aliased alpha is flat in raw luma but is a line once seen. */
+        for (size_t i = 0; i < n; i++) {
+            y[i] = wt[i] * y[i] + (1.0f - wt[i]) * 128.0f;
+            y2[i] *= wt[i];
+        }
 
         /* 9x9 range of the original, brute force along rows then columns. */
         for (uint32_t yy = 0; yy < h; yy++) {

@@ -29,10 +29,10 @@ typedef struct level {
     float *white; /* whitened, NaN where transparent */
 } level;
 
-/* The whitening windows: the local mean over 31 pixels passes the sync
- * band for every period a level searches (40..330 pixels), the noise is
- * measured over 7. */
-#define MEAN_R 15
+/* The whitening windows: the prediction reaches 11 pixels out (it keeps
+ * most of the sync band for every period a level searches, 40..330
+ * pixels), the noise is measured over 7. */
+#define MEAN_R 11
 #define VAR_R  3
 
 /* Halve an image with a 2x2 box (weights: a quarter transparent block

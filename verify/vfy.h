@@ -68,8 +68,9 @@ ct_status vfy_try_geometry(ct_ctx *ctx, const vfy_input *in, const uint8_t sync_
 
 
 /* Matched-filter whitening (whiten.c), used by the search and the fold:
- * mean over (2 mean_r + 1)^2, noise variance over (2 var_r + 1)^2.
- * Transparent pixels (weight < 0.5) are NaN: they carry no evidence. */
+ * prediction from like neighbours up to mean_r pixels out, noise variance
+ * over (2 var_r + 1)^2.
+ * Nearly transparent pixels (weight < 0.1) are NaN: they carry no evidence. */
 ct_status vfy_whiten(ct_ctx *ctx, const float *img, const float *weight, uint32_t w, uint32_t h,
                      int mean_r, int var_r, float *out);
 

@@ -1,12 +1,18 @@
 /* verify: the whitening both the geometry search and the folding use.
  *
  * A matched filter weighs each pixel by the mark it can carry over the
- * noise it has: e = r * A / (s^2 + s0^2), where r is the pixel minus its
- * local mean (a wide window, so the sync band passes), s^2 the local
- * variance of r (content noise), and A the embedder's own budget for that
- * pixel, recomputed from the suspect with wm_mask (the same rule). Ink
- * lines and edges (large s, small A/s^2) then weigh almost nothing and the
- * flat fills of a cel, where the mark is clean, weigh most. */
+ * noise it has: e = r * A / (s^2 + s0^2), where r is the pixel minus a
+ * prediction of the unmarked picture there, s^2 the local variance of r
+ * (what the prediction misses), and A the embedder's own budget for that
+ * pixel, recomputed from the suspect with wm_mask (the same rule).
+ *
+ * The prediction is a range-weighted (bilateral) mean over a sparse ring
+ * of neighbours: only neighbours of about the same level count. Ink, fill
+ * and paper are each predicted from themselves, so the edges between them
+ * leave almost no residual, and the mark carried by lines, by the fills
+ * beside them and by small figures is seen instead of being drowned by the
+ * line's own contrast (measured: a small cel figure's chip evidence went
+ * from z 10 to 21 with nothing else changed). */
 #include "vfy.h"
 
 #include <math.h>
@@ -15,6 +21,12 @@
 
 /* Floor of the noise: rounding to whole levels and mild compression. */
 #define S0_SQ 0.5f
+/* Pixels less opaque than this carry no evidence (their luma is whatever
+ * the canvas held). Resizing spreads thin lines into faint alpha whose
+ * luma still carries the full mark (alpha-weighted filters), so the bar is
+ * low: measured on line art on a transparent canvas shrunk to a quarter,
+ * the chip evidence went from nothing at 0.5 to z 26 at 0.1. */
+#define VIS_MIN 0.1f
 
 /* Box mean over (2r+1)^2, windows clamped at the borders. Separable running
  * sums: a row pass, then a pass that adds and drops whole rows, so every
@@ -68,6 +80,80 @@ static void box_filter(const float *src, uint32_t w, uint32_t h, int r, double *
     }
 }
 
+/* Range kernel exp(-d^2 / (2 RANGE_SIGMA^2)), tabulated per 1/LUT_STEP of
+ * a level; differences past the table weigh nothing. */
+#define RANGE_SIGMA 4.0
+#define LUT_STEP    8.0f
+#define LUT_N       256
+/* Ring radii (pixels) and taps per ring: 8 directions, each ring turned a
+ * little against the last so the taps do not line up. */
+static const int RING_R[] = {2, 4, 7, 11};
+#define NRING ((int)(sizeof RING_R / sizeof RING_R[0]))
+#define MAX_TAPS (8 * NRING)
+
+static void predict(const float *img, const float *weight, uint32_t w, uint32_t h, int mean_r,
+                    float *pred)
+{
+    float lut[LUT_N];
+    for (int i = 0; i < LUT_N; i++) {
+        double d = i / (double)LUT_STEP;
+        lut[i] = (float)exp(-d * d / (2.0 * RANGE_SIGMA * RANGE_SIGMA));
+    }
+    int dx[MAX_TAPS], dy[MAX_TAPS], nt = 0, R = 0;
+    for (int r = 0; r < NRING; r++) {
+        if (RING_R[r] > mean_r && r > 0) {
+            break;
+        }
+        for (int a = 0; a < 8; a++) {
+            double th = a * M_PI / 4.0 + r * 0.39;
+            dx[nt] = (int)lround(RING_R[r] * cos(th));
+            dy[nt] = (int)lround(RING_R[r] * sin(th));
+            nt++;
+        }
+        R = RING_R[r];
+    }
+    long off[MAX_TAPS];
+    for (int t = 0; t < nt; t++) {
+        off[t] = (long)dy[t] * (long)w + dx[t];
+    }
+    for (uint32_t y = 0; y < h; y++) {
+        const bool inner_y = y >= (uint32_t)R && y + (uint32_t)R < h;
+        for (uint32_t x = 0; x < w; x++) {
+            const size_t i = (size_t)y * w + x;
+            const float c = img[i];
+            float sw = 1.0f, sv = c;
+            if (inner_y && x >= (uint32_t)R && x + (uint32_t)R < w) {
+                for (int t = 0; t < nt; t++) {
+                    const size_t j = (size_t)((long)i + off[t]);
+                    float q = img[j], d = fabsf(q - c) * LUT_STEP;
+                    float k = d < (float)LUT_N ? lut[(int)d] : 0.0f;
+                    if (weight != NULL && weight[j] < VIS_MIN) {
+                        k = 0.0f;
+                    }
+                    sw += k;
+                    sv += k * q;
+                }
+            } else {
+                for (int t = 0; t < nt; t++) {
+                    long xx = (long)x + dx[t], yy = (long)y + dy[t];
+                    if (xx < 0 || yy < 0 || xx >= (long)w || yy >= (long)h) {
+                        continue;
+                    }
+                    const size_t j = (size_t)yy * w + (size_t)xx;
+                    float q = img[j], d = fabsf(q - c) * LUT_STEP;
+                    float k = d < (float)LUT_N ? lut[(int)d] : 0.0f;
+                    if (weight != NULL && weight[j] < VIS_MIN) {
+                        k = 0.0f;
+                    }
+                    sw += k;
+                    sv += k * q;
+                }
+            }
+            pred[i] = sv / sw;
+        }
+    }
+}
+
 ct_status vfy_whiten(ct_ctx *ctx, const float *img, const float *weight, uint32_t w, uint32_t h,
                      int mean_r, int var_r, float *out)
 {
@@ -76,9 +162,8 @@ ct_status vfy_whiten(ct_ctx *ctx, const float *img, const float *weight, uint32_
     float *tmp = ct_mallocarray(ctx, n, sizeof *tmp);
     float *m = ct_mallocarray(ctx, n, sizeof *m);
     float *amp = ct_mallocarray(ctx, n, sizeof *amp);
-    float *q = ct_mallocarray(ctx, n, sizeof *q);
     ct_status st = CT_OK;
-    if (ii == NULL || tmp == NULL || m == NULL || amp == NULL || q == NULL) {
+    if (ii == NULL || tmp == NULL || m == NULL || amp == NULL) {
         st = CT_ERR_NOMEM;
         goto done;
     }
@@ -87,21 +172,7 @@ ct_status vfy_whiten(ct_ctx *ctx, const float *img, const float *weight, uint32_
     if (st != CT_OK) {
         goto done;
     }
-    /* The local mean is weighted by 1/(local variance): an ink line next to
-     * a fill barely moves the fill's mean, so the fill's residual keeps only
-     * the mark instead of a halo of the line. */
-    box_filter(img, w, h, 1, ii, tmp, m, false);
-    box_filter(img, w, h, 1, ii, tmp, q, true);
-    for (size_t i = 0; i < n; i++) {
-        float v = fmaxf(q[i] - m[i] * m[i], 0.0f);
-        q[i] = 1.0f / (v + S0_SQ);
-        out[i] = img[i] * q[i];
-    }
-    box_filter(out, w, h, mean_r, ii, tmp, m, false);
-    box_filter(q, w, h, mean_r, ii, tmp, out, false);
-    for (size_t i = 0; i < n; i++) {
-        m[i] = m[i] / out[i];
-    }
+    predict(img, weight, w, h, mean_r, m);
     for (size_t i = 0; i < n; i++) {
         out[i] = img[i] - m[i];
     }
@@ -110,7 +181,7 @@ ct_status vfy_whiten(ct_ctx *ctx, const float *img, const float *weight, uint32_
         float e = out[i] * amp[i] / (fmaxf(m[i], 0.0f) + S0_SQ);
         /* Bound any one pixel's say (a few times a clean fill's). */
         e = e > 2.0f ? 2.0f : (e < -2.0f ? -2.0f : e);
-        if (weight != NULL && weight[i] < 0.5f) {
+        if (weight != NULL && weight[i] < VIS_MIN) {
             e = NAN;
         }
         out[i] = e;
@@ -119,7 +190,6 @@ done:
     free(ii);
     free(m);
     free(amp);
-    free(q);
     free(tmp);
     return st;
 }

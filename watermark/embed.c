@@ -76,6 +76,27 @@ done:
     return st;
 }
 
+/* d = A t, kept inside [-down, up]. Where the budget A reaches past a
+ * limit (white paper, black ink) the swing is moved off it rather than cut
+ * in half: the mark keeps its full swing around a slightly shifted level,
+ * a constant offset the eye does not see as texture and the detector's
+ * local mean removes. */
+static inline float wm_clip_shift(float d, float A, float up, float down)
+{
+    float c = 0.0f;
+    if (A > 0.0f) {
+        if (down < A && up > A) {
+            c = fminf(A - down, up - A);
+        } else if (up < A && down > A) {
+            c = -fminf(A - up, down - A);
+        }
+    }
+    d += c;
+    d = d > up ? up : d;
+    d = d < -down ? -down : d;
+    return d;
+}
+
 /* The global ceiling: whatever the mask allows, the luma PSNR of a marked
  * image stays at or above this (textured paintings would otherwise take
  * the whole budget everywhere). */
@@ -119,38 +140,64 @@ ct_status wm_embed(ct_ctx *ctx, const wm_plane *pl, const uint8_t sync_key[WM_KE
         goto done;
     }
 
-    /* Continuous mark, clipped to what each pixel can take. The caller
-     * realises it in the pixel format (media's error diffusion). */
-    double sum2 = 0;
+    /* PSNR ceiling, as water-filling: the part of each pixel's budget up
+     * to the flat-fill cap is cheap and always kept; only the excess
+     * (texture, lines) shrinks, by the factor k that brings the RMS of the
+     * seen change over the visible pixels to the ceiling. The transparent
+     * canvas of a cel must not dilute the figure that matters. */
+    double cap = 255.0 * pow(10.0, -PSNR_FLOOR_DB / 20.0);
+    if (!pl->fine) {
+        /* Rounding adds about 1/12 level^2 of its own; leave room for it. */
+        cap = sqrt(fmax(cap * cap - 1.0 / 12.0, 0.25));
+    }
+    const float fcap = (float)(wm_flat_cap(pl->fine) * prm->strength);
+    double s_ff = 0, s_fe = 0, s_ee = 0;
     size_t nvis = 0;
     for (uint32_t y = 0; y < h; y++) {
         const float *trow = tile + (size_t)(y % (uint32_t)P) * P;
         for (uint32_t x = 0; x < w; x++) {
             size_t i = (size_t)y * w + x;
-            float d = amp[i] * trow[x % (uint32_t)P];
-            if (pl->room_up != NULL && d > pl->room_up[i]) {
-                d = pl->room_up[i];
+            float a = pl->weight != NULL ? pl->weight[i] : 1.0f;
+            if (a <= 0.0f) {
+                continue;
             }
-            if (pl->room_down != NULL && d < -pl->room_down[i]) {
-                d = -pl->room_down[i];
-            }
-            delta[i] = d;
-            sum2 += (double)d * d;
-            nvis += pl->weight == NULL || pl->weight[i] > 0.0f;
+            float t = trow[x % (uint32_t)P] * a;
+            float f = amp[i] < fcap ? amp[i] : fcap, e = amp[i] - f;
+            s_ff += (double)(f * t) * (f * t);
+            s_fe += (double)(f * t) * (e * t);
+            s_ee += (double)(e * t) * (e * t);
+            nvis++;
         }
     }
-    /* Over the visible pixels: a cel's transparent canvas must not dilute
-     * the figure that matters. */
-    double rms = nvis > 0 ? sqrt(sum2 / (double)nvis) : 0.0;
-    double cap = 255.0 * pow(10.0, -PSNR_FLOOR_DB / 20.0);
-    /* Rounding adds about 1/12 level^2 of its own; leave room for it. */
-    if (!pl->fine) {
-        cap = sqrt(fmax(cap * cap - 1.0 / 12.0, 0.25));
+    double k = 1.0;
+    if (nvis > 0 && (s_ff + 2 * s_fe + s_ee) > cap * cap * (double)nvis) {
+        /* Solve s_ee k^2 + 2 s_fe k + s_ff = cap^2 n for k in [0, 1]. */
+        double c = s_ff - cap * cap * (double)nvis;
+        k = c >= 0 || s_ee <= 0 ? 0.0 : (-s_fe + sqrt(s_fe * s_fe - s_ee * c)) / s_ee;
+        k = fmin(fmax(k, 0.0), 1.0);
     }
+    double sum2 = 0;
+    for (uint32_t y = 0; y < h; y++) {
+        const float *trow = tile + (size_t)(y % (uint32_t)P) * P;
+        for (uint32_t x = 0; x < w; x++) {
+            size_t i = (size_t)y * w + x;
+            float f = amp[i] < fcap ? amp[i] : fcap;
+            float A = f + (float)k * (amp[i] - f);
+            float d = wm_clip_shift(A * trow[x % (uint32_t)P], A,
+                                    pl->room_up != NULL ? pl->room_up[i] : INFINITY,
+                                    pl->room_down != NULL ? pl->room_down[i] : INFINITY);
+            delta[i] = d;
+            float a = pl->weight != NULL ? pl->weight[i] : 1.0f;
+            sum2 += (double)(a * d) * (a * d);
+        }
+    }
+    /* The shift at clipping limits adds a little of its own: a last
+     * uniform scale keeps the ceiling exact. */
+    double rms = nvis > 0 ? sqrt(sum2 / (double)nvis) : 0.0;
     if (rms > cap) {
-        float k = (float)(cap / rms);
+        float kk = (float)(cap / rms);
         for (size_t i = 0; i < npix; i++) {
-            delta[i] *= k;
+            delta[i] *= kk;
         }
     }
 done:

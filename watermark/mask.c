@@ -29,6 +29,8 @@
 #define A_FLAT_FINE 0.6f
 #define FLAT_RANGE 1.0f
 #define RAMP_RANGE 4.0f
+#define BACKDROP   128.0f
+#define ALPHA_GAIN_MIN 0.5f
 
 /* Plain comparisons: fmaxf/fminf are NaN-aware library calls here. */
 #define MAXF(a, b) ((a) > (b) ? (a) : (b))
@@ -67,6 +69,11 @@ static void minmax3(const float *mx_in, const float *mn_in, float *mx_out, float
     }
 }
 
+double wm_flat_cap(bool fine)
+{
+    return fine ? A_FLAT_FINE : A_FLAT;
+}
+
 ct_status wm_mask(ct_ctx *ctx, const wm_plane *pl, double strength, float *amp)
 {
     ct_status st = CT_OK;
@@ -77,10 +84,27 @@ ct_status wm_mask(ct_ctx *ctx, const wm_plane *pl, double strength, float *amp)
     float *tmx = ct_mallocarray(ctx, npix, sizeof *tmx);
     float *tmn = ct_mallocarray(ctx, npix, sizeof *tmn);
     const float *y = pl->y;
+    float *seen = NULL;
 
     if (rmax == NULL || rmin == NULL || tmx == NULL || tmn == NULL) {
         st = CT_ERR_NOMEM;
         goto done;
+    }
+    /* With alpha, what is seen is the colour laid over whatever lies
+     * behind: ink lines drawn as black with an anti-aliased alpha are flat
+     * in luma and lines only once composited. Mask what is seen, over a
+     * mid-grey backdrop (it gives both dark and light figures their edges). */
+    if (pl->weight != NULL) {
+        seen = ct_mallocarray(ctx, npix, sizeof *seen);
+        if (seen == NULL) {
+            st = CT_ERR_NOMEM;
+            goto done;
+        }
+        for (size_t i = 0; i < npix; i++) {
+            float a = pl->weight[i];
+            seen[i] = a * y[i] + (1.0f - a) * BACKDROP;
+        }
+        y = seen;
     }
     /* 9x9 range: four rounds of 3x3. */
     minmax3(y, y, rmax, rmin, tmx, tmn, w, h);
@@ -128,10 +152,14 @@ ct_status wm_mask(ct_ctx *ctx, const wm_plane *pl, double strength, float *amp)
             tmx[c0 + c] = a;
         }
     }
+    /* A partly transparent pixel shows alpha times its change: give it
+     * the budget of what is seen, up to twice over. */
     for (size_t i = 0; i < npix; i++) {
-        amp[i] = pl->weight != NULL && pl->weight[i] <= 0.0f ? 0.0f : tmx[i];
+        float a = pl->weight != NULL ? pl->weight[i] : 1.0f;
+        amp[i] = a <= 0.0f ? 0.0f : tmx[i] / MAXF(a, ALPHA_GAIN_MIN);
     }
 done:
+    free(seen);
     free(rmax);
     free(rmin);
     free(tmx);
@@ -148,7 +176,8 @@ void wm_quality(const wm_plane *pl, const float *delta, double *psnr, double *ss
         if (pl->weight != NULL && pl->weight[i] <= 0.0f) {
             continue;
         }
-        se += (double)delta[i] * delta[i];
+        double ds = (pl->weight != NULL ? pl->weight[i] : 1.0f) * delta[i];
+        se += ds * ds;
         n++;
     }
     *psnr = se == 0 || n == 0 ? 99.0 : 10.0 * log10(255.0 * 255.0 / (se / n));
@@ -167,7 +196,10 @@ void wm_quality(const wm_plane *pl, const float *delta, double *psnr, double *ss
                     if (pl->weight == NULL || pl->weight[i] > 0.0f) {
                         vis++;
                     }
-                    double a = pl->y[i], b = pl->y[i] + delta[i];
+                    /* What is seen: over the mask's backdrop with alpha. */
+                    double al = pl->weight != NULL ? pl->weight[i] : 1.0;
+                    double a = al * pl->y[i] + (1.0 - al) * BACKDROP;
+                    double b = a + al * delta[i];
                     sx += a;
                     sy += b;
                     sxx += a * a;

@@ -43,8 +43,11 @@ int wm_period_for(uint32_t w, uint32_t h)
 {
     uint32_t m = w < h ? w : h;
     long p = lround(m * 2.0 / 9.0);
-    if (p < 120) {
-        p = 120;
+    /* The detector sees periods down to 40 pixels (the sync's top
+     * frequency, 20 cycles a tile, at Nyquist): a small image shrunk to a
+     * quarter must still leave its tile that large. */
+    if (p < WM_PERIOD_MIN) {
+        p = WM_PERIOD_MIN;
     }
     if (p > 1200) {
         p = 1200;

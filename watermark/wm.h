@@ -97,7 +97,10 @@ void wm_chips(const wm_spread *sp, const uint8_t coded[WM_CODED_BITS], int8_t ch
  * chips (message cell (i, j) centred at (2i, 2j)) plus sync. */
 float wm_tile_at(const int8_t chips[WM_NCELLS], const wm_sync *s, double u, double v);
 
-/* Tile period in pixels for an image of w x h. */
+/* Tile period in pixels for an image of w x h: about 2/9 of the short
+ * side, at least WM_PERIOD_MIN (4x the smallest period the detector
+ * resolves, so a quarter-size copy is still found). */
+#define WM_PERIOD_MIN 160
 int wm_period_for(uint32_t w, uint32_t h);
 
 /* ---- mask and embedding ---- */
@@ -117,6 +120,9 @@ typedef struct wm_embed_params {
     uint32_t serial;
 } wm_embed_params;
 
+/* The budget's cap in flat fills, luma levels at strength 1. */
+double wm_flat_cap(bool fine);
+
 /* Per-pixel amplitude budget in luma levels (see mask.c). */
 ct_status wm_mask(ct_ctx *ctx, const wm_plane *pl, double strength, float *amp);
 
@@ -126,8 +132,9 @@ ct_status wm_embed(ct_ctx *ctx, const wm_plane *pl, const uint8_t sync_key[WM_KE
                    const uint8_t vendor_key[WM_KEYBYTES], const wm_embed_params *prm,
                    float *delta);
 
-/* Quality of a change: PSNR (dB) and mean SSIM of luma y vs y + delta over
- * the visible pixels. */
+/* Quality of a change: PSNR (dB) and mean SSIM of the seen luma, y vs
+ * y + delta, over the visible pixels (with alpha: laid over mid-grey, so a
+ * pixel of alpha a shows a * delta). */
 void wm_quality(const wm_plane *pl, const float *delta, double *psnr, double *ssim);
 
 #endif
