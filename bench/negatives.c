@@ -10,9 +10,25 @@
  *   flat     a flat image with rounding noise only
  *   gradient a smooth ramp, optionally with periodic stripes
  * Writes one CSV line per trial to stdout:
- *   trial,kind,width,height,identified,trials,sync_z
- * and a summary to stderr. sync_z is the strongest sync correlation found
- * (standard deviations), for the null histogram.
+ *   trial,kind,width,height,identified,trials,sync_z,tag_agree_top,
+ *   tag_agree_max,tag_checks
+ * and a summary to stderr. identified, trials (tag checks) and sync_z (the
+ * strongest sync correlation of the decoded candidates, in standard
+ * deviations) come from vfy_detect, the verifier itself.
+ *
+ * The tag_* columns are the null of the DECISION, which vfy_detect does not
+ * expose (its decoded words stay inside verify/detect.c): a bench-side
+ * decode of the same trial image, with watermark/'s own spreading, list
+ * Viterbi and payload code. The image is whitened (vfy_whiten, the
+ * verifier's windows) and folded onto one tile at the embedder's nominal
+ * period for its size (no geometry search: under no mark any geometry gives
+ * a word that owes nothing to the vendor key's tag). Each vendor key
+ * despreads the chips and list-decodes WM_DECODE_LIST words; for each word
+ * the 48 tag bits are compared with the tag the key gives its serial
+ * (wm_payload_make). tag_agree_top: matching bits of the most likely word
+ * under the first vendor key, Binomial(48, 1/2) under no mark;
+ * tag_agree_max: the most matching bits over all tag_checks words and keys.
+ * A vendor is named only at 48 of 48.
  *
  * Usage: negatives SAMPLES_DIR N_TRIALS [SEED] [N_VENDORS]
  */
@@ -130,6 +146,95 @@ static img attacked_crop(const img *src)
     return o;
 }
 
+/* The list length of the bench-side decode: detect.c's DECODE_LIST. */
+#define WM_DECODE_LIST 8
+/* Whitening windows: detect.c's MEAN_R and VAR_R when this was written
+ * (private there). Any window serves the null of the tag check. */
+#define WHITEN_MEAN_R 11
+#define WHITEN_VAR_R  3
+
+typedef struct tag_stats {
+    int top, max, checks;
+} tag_stats;
+
+/* Bench-side decode of one trial image under every vendor key: see the
+ * header comment. */
+static int tag_agreement(ct_ctx *ctx, const img *im, const vfy_key *keys, int nv, tag_stats *ts)
+{
+    size_t n = (size_t)im->w * im->h;
+    float *white = malloc(sizeof(float) * n);
+    double acc[WM_NCELLS] = {0};
+    int cnt[WM_NCELLS] = {0};
+    float chips[WM_NCELLS], soft[WM_CODED_BITS];
+    uint8_t info[WM_DECODE_LIST][WM_INFO_BITS], expect[WM_INFO_BITS];
+    wm_spread sp;
+    ts->top = -1;
+    ts->max = -1;
+    ts->checks = 0;
+    if (white == NULL) {
+        return -1;
+    }
+    if (vfy_whiten(ctx, im->y, NULL, im->w, im->h, WHITEN_MEAN_R, WHITEN_VAR_R, white) != CT_OK) {
+        free(white);
+        return -1;
+    }
+    /* Fold at the nominal period, offset 0, onto the message cells. */
+    double period = wm_period_for(im->w, im->h);
+    for (uint32_t y = 0; y < im->h; y++) {
+        int j = (int)(fmod(y, period) / period * WM_MCELLS);
+        for (uint32_t x = 0; x < im->w; x++) {
+            float e = white[(size_t)y * im->w + x];
+            if (isnan(e)) {
+                continue;
+            }
+            int i = (int)(fmod(x, period) / period * WM_MCELLS);
+            acc[j * WM_MCELLS + i] += e;
+            cnt[j * WM_MCELLS + i]++;
+        }
+    }
+    free(white);
+    double mean = 0;
+    for (int c = 0; c < WM_NCELLS; c++) {
+        chips[c] = cnt[c] > 0 ? (float)(acc[c] / cnt[c]) : 0.0f;
+        mean += chips[c];
+    }
+    mean /= WM_NCELLS;
+    for (int c = 0; c < WM_NCELLS; c++) {
+        chips[c] -= (float)mean;
+    }
+    for (int v = 0; v < nv; v++) {
+        wm_spread_init(&sp, keys[v].key);
+        memset(soft, 0, sizeof soft);
+        for (int c = 0; c < WM_NCELLS; c++) {
+            soft[sp.bit_of_cell[c]] += chips[c] * sp.pn[c];
+        }
+        int nl = wm_code_decode_list(soft, WM_DECODE_LIST, info);
+        if (nl < 0) {
+            wm_code_decode(soft, info[0]);
+            nl = 1;
+        }
+        for (int l = 0; l < nl; l++) {
+            uint32_t serial = 0;
+            for (int b = 0; b < WM_SERIAL_BITS; b++) {
+                serial |= (uint32_t)(info[l][b] & 1u) << b;
+            }
+            wm_payload_make(keys[v].key, serial, expect);
+            int agree = 0;
+            for (int b = WM_SERIAL_BITS; b < WM_INFO_BITS; b++) {
+                agree += (info[l][b] & 1u) == expect[b];
+            }
+            if (v == 0 && l == 0) {
+                ts->top = agree;
+            }
+            if (agree > ts->max) {
+                ts->max = agree;
+            }
+            ts->checks++;
+        }
+    }
+    return 0;
+}
+
 static img synthetic(int kind)
 {
     img o;
@@ -203,7 +308,9 @@ int main(int argc, char **argv)
     static const char *KIND[] = {"crop", "foreign", "noise", "flat", "gradient"};
     long hits = 0;
     uint64_t total_trials = 0;
-    printf("trial,kind,width,height,identified,trials,sync_z\n");
+    long agree48 = 0;
+    uint64_t bench_checks = 0;
+    printf("trial,kind,width,height,identified,trials,sync_z,tag_agree_top,tag_agree_max,tag_checks\n");
     for (long t = 0; t < ntrials; t++) {
         int kind = (int)(t % 5);
         int pick = (int)(urand() * nb);
@@ -216,10 +323,17 @@ int main(int argc, char **argv)
             fprintf(stderr, "negatives: %s\n", ct_errmsg(ctx));
             return 2;
         }
+        tag_stats ts;
+        if (tag_agreement(ctx, &im, keys, nv, &ts) != 0) {
+            fprintf(stderr, "negatives: bench-side decode failed: %s\n", ct_errmsg(ctx));
+            return 2;
+        }
         hits += r.nhits > 0;
         total_trials += r.trials;
-        printf("%ld,%s,%u,%u,%d,%llu,%.3f\n", t, KIND[kind], im.w, im.h, r.nhits > 0,
-               (unsigned long long)r.trials, r.sync_z);
+        agree48 += ts.max == WM_TAG_BITS;
+        bench_checks += (uint64_t)ts.checks;
+        printf("%ld,%s,%u,%u,%d,%llu,%.3f,%d,%d,%d\n", t, KIND[kind], im.w, im.h, r.nhits > 0,
+               (unsigned long long)r.trials, r.sync_z, ts.top, ts.max, ts.checks);
         free(im.y);
         if ((t + 1) % 500 == 0) {
             fprintf(stderr, "negatives: %ld/%ld trials, %ld identified\n", t + 1, ntrials, hits);
@@ -227,6 +341,8 @@ int main(int argc, char **argv)
     }
     fprintf(stderr, "negatives: %ld images, %llu key trials, %ld false identifications\n", ntrials,
             (unsigned long long)total_trials, hits);
+    fprintf(stderr, "negatives: bench-side decode: %llu tag checks, %ld with all 48 tag bits matching\n",
+            (unsigned long long)bench_checks, agree48);
     for (int i = 0; i < nb; i++) {
         free(base[i].y);
         free(foreign[i].y);
