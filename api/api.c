@@ -448,6 +448,7 @@ ct_status ct_verify_file(ct_ctx *ctx, const char *path, ct_verdict *out)
     }
     if (res.nhits > 0) {
         out->identified = 1;
+        out->named_by = CT_NAMED_BLIND;
         out->vendor_id = res.hits[0].vendor_id;
         out->epoch = res.hits[0].epoch;
         out->serial = res.hits[0].serial;
@@ -477,6 +478,7 @@ done:
 
 ct_status ct_verdict_json(const char *file, const ct_verdict *v, char **out)
 {
+    ct_status st;
     json_t *o = json_object();
     json_t *all = json_array();
     *out = NULL;
@@ -513,6 +515,11 @@ ct_status ct_verdict_json(const char *file, const ct_verdict *v, char **out)
         json_object_set_new(o, "time_last_s", json_real(round(v->time_last * 1000) / 1000));
         json_object_set_new(o, "evidence",
                             json_string(v->evidence == 2 ? "single_frame" : "frame_average"));
+    }
+    st = api_informed_json(o, v);
+    if (st != CT_OK) {
+        json_decref(o);
+        return st;
     }
     json_t *rec = json_null();
     if (v->identified && v->has_record) {

@@ -5,6 +5,8 @@
 
 #include <stdbool.h>
 
+#include <jansson.h>
+
 #include "core/core.h"
 #include "store/store.h"
 #include "verify/vfy.h"
@@ -30,5 +32,9 @@ ct_status api_record_fill(ct_ctx *ctx, const ct_vendor *v, const char *input, co
  * has had, revoked vendors included (their files stay traceable). *out is
  * sodium_allocarray memory (free with sodium_free); *vendors with free(). */
 ct_status api_all_keys(ct_ctx *ctx, vfy_key **out, size_t *n, ct_vendor **vendors, size_t *nv);
+
+/* Add the informed-detection members of a verdict to its JSON object o:
+ * "named_by", "asset_match", "informed" (api/informed.c). */
+ct_status api_informed_json(json_t *o, const ct_verdict *v);
 
 #endif

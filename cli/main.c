@@ -152,7 +152,8 @@ static const char EMBED_HELP[] =
     "  celtrace embed --vendor 3 sc04_frames/ -o out/sc04_frames/\n";
 
 static const char VERIFY_HELP[] =
-    "Usage: celtrace verify [--json] [--max-seconds S] FILE|DIR ...\n"
+    "Usage: celtrace verify [--json] [--originals DIR] [--informed auto|always|never]\n"
+    "                       [--max-seconds S] FILE|DIR ...\n"
     "\n"
     "Trace leaked files back to the vendor they were issued to, from the file\n"
     "alone (no original needed), after re-export, resizing, cropping, rotation,\n"
@@ -173,12 +174,26 @@ static const char VERIFY_HELP[] =
     "  --max-seconds S  read at most S seconds of each video (default 10;\n"
     "           frame folders count 24 frames a second)\n"
     "\n"
+    "Informed detection (still images): when the blind mark is not found, the\n"
+    "file is matched against the originals the ledger records as issued (read\n"
+    "from the path in the record, or from --originals, checked by SHA-256),\n"
+    "registered to its original (scale 0.15x..2x, any crop, mirror), and every\n"
+    "recipient of that asset is tested for its own pattern with the original\n"
+    "subtracted. The verdict names the asset it derives from even when no\n"
+    "vendor is named, and says which path named the vendor (named_by).\n"
+    "  --originals DIR  where the studio keeps the originals (searched two levels\n"
+    "           deep; matched by file name, then by content)\n"
+    "  --informed MODE  auto (default: only when blind detection names no vendor),\n"
+    "           always (also after a blind identification, for comparison; the\n"
+    "           blind verdict stands), never (blind only)\n"
+    "\n"
     "Exit codes: 0 a vendor was named for at least one file, 1 no mark found in\n"
     "any file, 2 an error (and nothing identified).\n"
     "\n"
     "Examples:\n"
     "  celtrace verify --json leak_dump/ > verdicts.jsonl\n"
-    "  celtrace verify --max-seconds 4 leaked_clip.mp4\n";
+    "  celtrace verify --max-seconds 4 leaked_clip.mp4\n"
+    "  celtrace verify --originals /studio/masters --json crop_from_forum.jpg\n";
 
 static const char INIT_HELP[] =
     "Usage: celtrace init --studio NAME\n"
@@ -377,6 +392,8 @@ enum {
     OPT_BITRATE,
     OPT_PRESET,
     OPT_MAXSEC,
+    OPT_ORIGINALS,
+    OPT_INFORMED,
 };
 
 /* Options every command accepts, so they may come before or after it. */
@@ -943,9 +960,12 @@ static int cmd_verify(cli *c, int argc, char **argv)
 {
     static const struct option opts[] = {COMMON_OPTS,
                                          {"max-seconds", required_argument, NULL, OPT_MAXSEC},
+                                         {"originals", required_argument, NULL, OPT_ORIGINALS},
+                                         {"informed", required_argument, NULL, OPT_INFORMED},
                                          {NULL, 0, NULL, 0}};
     int json = 0, opt;
     double max_seconds = 0;
+    ct_verify_opts vopts = {NULL, CT_INFORMED_AUTO, 0};
     walk w = {0};
     while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         int co = common_opt(c, opt, &json);
@@ -964,6 +984,26 @@ static int cmd_verify(cli *c, int argc, char **argv)
             max_seconds = strtod(optarg, &end);
             if (end == optarg || *end != '\0' || !(max_seconds > 0 && max_seconds <= 1e6)) {
                 return usage_error("verify ", "--max-seconds takes a positive number");
+            }
+            continue;
+        }
+        if (opt == OPT_ORIGINALS) {
+            struct stat ob;
+            if (stat(optarg, &ob) != 0 || !S_ISDIR(ob.st_mode)) {
+                return usage_error("verify ", "--originals: %s is not a folder", optarg);
+            }
+            vopts.originals = optarg;
+            continue;
+        }
+        if (opt == OPT_INFORMED) {
+            if (strcmp(optarg, "auto") == 0) {
+                vopts.informed = CT_INFORMED_AUTO;
+            } else if (strcmp(optarg, "always") == 0) {
+                vopts.informed = CT_INFORMED_ALWAYS;
+            } else if (strcmp(optarg, "never") == 0) {
+                vopts.informed = CT_INFORMED_NEVER;
+            } else {
+                return usage_error("verify ", "--informed takes auto, always or never");
             }
             continue;
         }
@@ -1000,7 +1040,7 @@ static int cmd_verify(cli *c, int argc, char **argv)
         }
         ct_status st = ct_media_kind_of(w.paths[i]) != CT_MEDIA_IMAGE
                            ? ct_verify_video(c->ctx, w.paths[i], max_seconds, &v)
-                           : ct_verify_file(c->ctx, w.paths[i], &v);
+                           : ct_verify_file_opts(c->ctx, w.paths[i], &vopts, &v);
         if (progress) {
             fputs("\r\033[K", stderr);
         }
@@ -1029,9 +1069,10 @@ static int cmd_verify(cli *c, int argc, char **argv)
             puts(s);
             ct_free(s);
         } else if (v.identified) {
-            printf("%s: identified: vendor \"%s\" (id %u), serial %u, "
+            printf("%s: identified%s: vendor \"%s\" (id %u), serial %u, "
                    "false-positive probability %.1e\n",
-                   w.paths[i], v.vendor, v.vendor_id, v.serial, v.false_positive_probability);
+                   w.paths[i], v.named_by == CT_NAMED_INFORMED ? " (informed, against the original)" : "",
+                   v.vendor, v.vendor_id, v.serial, v.false_positive_probability);
             if (v.evidence == 2) {
                 printf("%s:   evidence from the single frame at %.2f s\n", w.paths[i],
                        v.time_first);
@@ -1054,6 +1095,18 @@ static int cmd_verify(cli *c, int argc, char **argv)
             }
         } else {
             printf("%s: no mark found\n", w.paths[i]);
+        }
+        if (!json && v.asset_match.matched && v.named_by != CT_NAMED_BLIND) {
+            printf("%s:   derives from asset \"%s\" (ledger record %" PRIu64 ", original %s, "
+                   "similarity %.2f)\n",
+                   w.paths[i], v.asset_match.asset, v.asset_match.record_id,
+                   v.asset_match.original, v.asset_match.score);
+            if (v.informed.ran && !v.identified) {
+                printf("%s:   no recipient's pattern found (best z %.1f over %" PRIu64
+                       " tests)\n",
+                       w.paths[i], v.informed.nrecipients > 0 ? v.informed.recipients[0].z : 0.0,
+                       v.informed.tests);
+            }
         }
         fflush(stdout);
     }

@@ -250,6 +250,61 @@ typedef struct ct_record {
                                              a whole: ct_ledger_verify) */
 } ct_record;
 
+/* ---- informed detection: the original is known ----------------------- */
+
+#define CT_MAX_RECIPIENTS        16
+#define CT_DEFAULT_MAX_ORIGINALS 32
+
+/* Which path named the vendor of a verdict. */
+typedef enum ct_named_by {
+    CT_NAMED_NONE = 0,
+    CT_NAMED_BLIND = 1,    /* the authenticated payload, from the file alone */
+    CT_NAMED_INFORMED = 2  /* the recipient's pattern, against the original */
+} ct_named_by;
+
+/* The issued original a suspect was registered to. */
+typedef struct ct_asset_match {
+    int matched;                         /* 1 if an original matched */
+    uint64_t record_id;                  /* first ledger record of that original */
+    char asset[CT_ASSET_MAX];
+    char original[CT_RECORD_PATH_MAX];   /* where the original was read */
+    char input_sha256[CT_HASH_HEXBYTES]; /* SHA-256 of the original's bytes */
+    double score;                        /* registration NCC, -1..1; a match
+                                            needs CT_MATCH_MIN_SCORE */
+    double scale;                        /* suspect pixels per original pixel */
+    double x, y;                         /* original pixel at the suspect's
+                                            top-left corner (its top-right
+                                            one when mirrored) */
+    int mirrored;
+    int originals_tried;                 /* originals registered against */
+} ct_asset_match;
+
+#define CT_MATCH_MIN_SCORE 0.40
+
+/* One recipient of the matched asset, tested for its pattern. */
+typedef struct ct_recipient_score {
+    uint64_t record_id;
+    uint32_t vendor_id;
+    uint32_t epoch;                      /* mark-key epoch tested */
+    char vendor[CT_NAME_MAX];
+    uint32_t serial;
+    double z;                            /* correlation in decoy standard deviations */
+    double false_positive_probability;   /* of a z this high for a copy not issued to
+                                            this recipient, times every test made */
+} ct_recipient_score;
+
+typedef struct ct_informed {
+    int ran;                  /* 1 if recipients were tested */
+    int decoys;               /* random-key patterns that gave the null spread */
+    uint64_t tests;           /* recipient hypotheses tested (records x epochs, over
+                                 every asset tried); each probability counts them */
+    uint32_t vendor_id;       /* the vendor the informed path names (0: none), whether
+                                 or not the blind path named one first */
+    double false_positive_probability; /* of that naming (0 when none) */
+    int nrecipients;          /* entries in recipients (the best CT_MAX_RECIPIENTS) */
+    ct_recipient_score recipients[CT_MAX_RECIPIENTS]; /* highest z first */
+} ct_informed;
+
 typedef struct ct_verdict {
     int identified;                 /* 1 if a vendor's authenticated mark was found */
     uint32_t vendor_id;             /* first vendor named (0 if none) */
@@ -278,6 +333,11 @@ typedef struct ct_verdict {
     uint32_t frames_used;
     double time_first, time_last;
     int evidence;
+    /* Informed detection (ct_verify_file_opts; all zero from the other
+     * verify calls). named_by says which path named the vendor. */
+    ct_named_by named_by;
+    ct_asset_match asset_match;     /* the issued original the file derives from */
+    ct_informed informed;
 } ct_verdict;
 
 /* Trace a file blind: decide whether it carries a mark of one of the
@@ -289,9 +349,47 @@ typedef struct ct_verdict {
  * Returns CT_ERR_IO, CT_ERR_FORMAT, CT_ERR_LIMIT for unreadable input. */
 CT_API CT_NODISCARD ct_status ct_verify_file(ct_ctx *ctx, const char *path, ct_verdict *out);
 
+/* When informed detection runs. */
+typedef enum ct_informed_mode {
+    CT_INFORMED_AUTO = 0,   /* when blind detection names no vendor (the default) */
+    CT_INFORMED_NEVER = 1,  /* blind only: ct_verify_file */
+    CT_INFORMED_ALWAYS = 2  /* also after a blind identification (for comparison;
+                               the blind verdict stands) */
+} ct_informed_mode;
+
+typedef struct ct_verify_opts {
+    const char *originals;    /* folder holding originals (searched two levels
+                                 deep, matched by file name, then by SHA-256 of
+                                 the bytes); NULL: only the paths in the records */
+    ct_informed_mode informed;
+    int max_originals;        /* originals registered at most (0: the default
+                                 CT_DEFAULT_MAX_ORIGINALS), nearest dHash first */
+} ct_verify_opts;
+
+/* Trace a still image blind (as ct_verify_file), then informed: find the
+ * issued original it derives from among the ledger's records (each
+ * distinct original whose file is found, at the path in the record or in
+ * opts->originals, and whose SHA-256 is the recorded one; the records'
+ * dHash orders the search, never gates it), register the file to it
+ * (scale 0.15x..2x, any crop, mirror) and, when it matches, test every
+ * recipient of that asset: the recipient's exact mark is regenerated from
+ * the original with that record's serial and strength, and correlated
+ * with the file minus the original. A vendor is named by the informed path
+ * only when its false-positive probability (decoy-calibrated, times every
+ * test made) is at most 1e-9 and it beats every other vendor clearly.
+ * The verdict carries asset_match even when no vendor is named.
+ * Videos and frame folders go to ct_verify_video (blind). opts may be NULL
+ * (defaults). Requires ct_unlock. Returns what ct_verify_file returns; an
+ * original that cannot be read is skipped, not an error. */
+CT_API CT_NODISCARD ct_status ct_verify_file_opts(ct_ctx *ctx, const char *path,
+                                                  const ct_verify_opts *opts, ct_verdict *out);
+
 /* The verdict as one line of JSON, per DESIGN.md's contract. `file` is
  * the name to print. "record" is the ledger record as ct_record_json
- * gives it, or null. Caller frees with ct_free. */
+ * gives it, or null. "named_by" is "blind", "informed" or null;
+ * "asset_match" the original the file derives from (or null) and
+ * "informed" the recipients tested (or null when informed detection did
+ * not run). Caller frees with ct_free. */
 CT_API CT_NODISCARD ct_status ct_verdict_json(const char *file, const ct_verdict *v, char **out);
 
 /* ---- ledger ------------------------------------------------------------ */
