@@ -17,6 +17,7 @@
 #include <libgen.h>
 #include <limits.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -162,30 +163,39 @@ typedef struct mark_state {
     ct_ctx *ctx;
     const uint8_t *sync_key, *vkey;
     wm_embed_params prm;
+    pthread_mutex_t mu; /* video: guards what follows */
     uint64_t phash;
     double ssim_sum;
     unsigned ssim_n;
 } mark_state;
 
+/* Media calls this from its marking threads, several frames at once: it
+ * shares nothing writable but the quality sums (under m->mu), and passes
+ * no context to wm_embed (media reports a failure in the caller's). */
 static ct_status mark_frame(void *opaque, const med_vframe *f, float *delta)
 {
     mark_state *m = opaque;
     /* Rooms are left to media, which clips to the code range as it
      * rounds: video Y' has headroom above white and below black. */
     wm_plane wp = {f->w, f->h, f->y, NULL, NULL, NULL, false};
-    ct_status st = wm_embed(m->ctx, &wp, m->sync_key, m->vkey, &m->prm, delta);
+    ct_status st = wm_embed(NULL, &wp, m->sync_key, m->vkey, &m->prm, delta);
     if (st != CT_OK) {
         return st;
     }
+    uint64_t ph = f->index == 0 ? ldg_dhash(f->y, f->w, f->h) : 0;
+    double psnr, ssim = 0;
+    if (f->index % SSIM_EVERY == 0) {
+        wm_quality(&wp, delta, &psnr, &ssim);
+    }
+    pthread_mutex_lock(&m->mu);
     if (f->index == 0) {
-        m->phash = ldg_dhash(f->y, f->w, f->h);
+        m->phash = ph;
     }
     if (f->index % SSIM_EVERY == 0) {
-        double psnr, ssim;
-        wm_quality(&wp, delta, &psnr, &ssim);
         m->ssim_sum += ssim;
         m->ssim_n++;
     }
+    pthread_mutex_unlock(&m->mu);
     return CT_OK;
 }
 
@@ -425,7 +435,8 @@ ct_status ct_embed_video(ct_ctx *ctx, const char *vendor, const char *input, con
     if (st != CT_OK) {
         goto done;
     }
-    mark_state m = {ctx, sync_key, vkey, {strength, rec.serial}, 0, 0, 0};
+    mark_state m = {ctx, sync_key, vkey, {strength, rec.serial}, PTHREAD_MUTEX_INITIALIZER, 0, 0,
+                    0};
     if (seq) {
         st = embed_sequence(ctx, input, tmp, &nm, &m, &rec, out);
         if (st != CT_OK) {
@@ -497,73 +508,209 @@ done:
 
 /* ---- verification ------------------------------------------------------------ */
 
-/* The mark is the same tile at the same place in every frame while the
- * picture moves, so the mean of N frames keeps the mark at full strength
- * and the (uncorrelated part of the) content and the codec noise at about
- * 1/sqrt(N). One frame near the middle and the first are kept for a
- * second chance on single frames (a clip that is one still, or with a
- * cut to black, loses nothing by averaging; a clip with a mark on part of
- * it might). */
+/* The mark is the same tile at the same place in every frame. Three ways
+ * of adding frames up, tried in turn (each try is counted in the
+ * false-positive probability):
+ *
+ *  1. Key-frame heads. A re-encoded leak keeps the mark best in its key
+ *     frames: the encoder's motion compensation then copies it along with
+ *     the moving picture, so each following P/B frame carries it a little
+ *     more out of place, and the residual that would restore it is
+ *     quantised away. Measured on the sample clips, 480p CRF 30 and 360p
+ *     CRF 28: the key frame alone decodes at sync z 10, the frames 0.7 s
+ *     later have half of that, and the whole 2 s sum no longer decodes.
+ *     So the first HEAD_FRAMES frames from each key frame are whitened
+ *     (vfy_whiten, the detector's own matched filter) and summed, and the
+ *     key frames alone as well (on a VP9 source re-encoded to 360p the
+ *     third frame already weakens the sum). Two frames per head did best
+ *     of 1..4 on the attacked sample clips.
+ *  2. The whole span, whitened: the frames are averaged in short runs
+ *     (the picture hardly moves within one), each run mean is whitened
+ *     and the whitened runs are summed, so content that moves does not
+ *     leave ghosts of its own edges in the sum, and a scene cut changes
+ *     nothing.
+ *  3. The plain average of the frames (the mark stays at full strength,
+ *     what moves blurs away): best when the clip was hardly compressed.
+ *
+ * The whitened sums are handed to vfy_detect as a picture: scaled to an
+ * RMS of WHITE_RMS around mid-grey, where its own whitening is close to
+ * linear (a residual of that size sits well inside the range kernel and
+ * the budget's ramp), so the second whitening only evens out the level.
+ * Frames over HALVE_OVER pixels are halved (2x2 mean) before whitening:
+ * the detector's first pass works at half size anyway, and it keeps a
+ * 1080p scan to a quarter of the cost. Memory is a few planes, whatever
+ * the length. */
+#define HEAD_FRAMES 2
+#define HEAD_MAX    16
+#define RUNS_MAX    12
+#define HALVE_OVER  (1280u * 720u)
+#define WHITE_RMS   0.5
+/* vfy_detect's whitening windows (detect.c). */
+#define WHITE_MEAN_R 11
+#define WHITE_VAR_R  3
+
+typedef struct wsum {
+    float *sum;
+    uint32_t n;
+    double t_first, t_last;
+} wsum;
+
 typedef struct accum {
     ct_ctx *ctx;
-    uint32_t w, h;
-    float *sum, *first, *mid;
-    double t_first, t_mid, t_last, mid_at, max_seconds;
+    uint32_t w, h;   /* frames */
+    uint32_t ww, wh; /* the whitened planes (halved frames when large) */
+    float *sum;      /* pixel sum of all frames */
+    float *half, *run, *white;
+    uint32_t run_n, run_len;
+    double t_run; /* time of the current run's first frame */
+    int since_key; /* frames since the last key frame; -1 before the first */
+    wsum key, head, runs; /* key frames alone; key-frame heads; the whole span */
+    double t_first, t_last, max_seconds;
     uint32_t n;
-    bool have_mid;
 } accum;
 
 static void accum_free(accum *a)
 {
     free(a->sum);
-    free(a->first);
-    free(a->mid);
+    free(a->half);
+    free(a->run);
+    free(a->white);
+    free(a->key.sum);
+    free(a->head.sum);
+    free(a->runs.sum);
     memset(a, 0, sizeof *a);
 }
 
-static ct_status accum_add(accum *a, const float *y, uint32_t w, uint32_t h, double t)
+static void wsum_add(wsum *s, const float *white, size_t n, double t0, double t1)
+{
+    for (size_t i = 0; i < n; i++) {
+        s->sum[i] += white[i];
+    }
+    if (s->n == 0) {
+        s->t_first = t0;
+    }
+    s->t_last = t1;
+    s->n++;
+}
+
+static ct_status whiten_into(accum *a, const float *p, wsum *s, double t0, double t1)
+{
+    ct_status st = vfy_whiten(a->ctx, p, NULL, a->ww, a->wh, WHITE_MEAN_R, WHITE_VAR_R, a->white);
+    if (st == CT_OK) {
+        wsum_add(s, a->white, (size_t)a->ww * a->wh, t0, t1);
+    }
+    return st;
+}
+
+/* The run of frames summed in a->run: whiten its mean. */
+static ct_status flush_run(accum *a, double t_now)
+{
+    if (a->run_n == 0) {
+        return CT_OK;
+    }
+    size_t n = (size_t)a->ww * a->wh;
+    float k = 1.0f / (float)a->run_n;
+    for (size_t i = 0; i < n; i++) {
+        a->run[i] *= k;
+    }
+    ct_status st = whiten_into(a, a->run, &a->runs, a->t_run, t_now);
+    memset(a->run, 0, n * sizeof *a->run);
+    a->run_n = 0;
+    return st;
+}
+
+/* expected: frames the scan will give at most (0 unknown). */
+static ct_status accum_add(accum *a, const float *y, uint32_t w, uint32_t h, double t, bool key,
+                           double expected)
 {
     size_t n = (size_t)w * h;
     if (a->sum == NULL) {
+        bool halve = n > HALVE_OVER;
         a->w = w;
         a->h = h;
+        a->ww = halve ? w / 2 : w;
+        a->wh = halve ? h / 2 : h;
+        size_t nw = (size_t)a->ww * a->wh;
         a->sum = ct_calloc(a->ctx, n, sizeof *a->sum);
-        a->first = ct_mallocarray(a->ctx, n, sizeof *a->first);
-        a->mid = ct_mallocarray(a->ctx, n, sizeof *a->mid);
-        if (a->sum == NULL || a->first == NULL || a->mid == NULL) {
+        a->half = halve ? ct_mallocarray(a->ctx, nw, sizeof *a->half) : NULL;
+        a->run = ct_calloc(a->ctx, nw, sizeof *a->run);
+        a->white = ct_mallocarray(a->ctx, nw, sizeof *a->white);
+        a->key.sum = ct_calloc(a->ctx, nw, sizeof *a->key.sum);
+        a->head.sum = ct_calloc(a->ctx, nw, sizeof *a->head.sum);
+        a->runs.sum = ct_calloc(a->ctx, nw, sizeof *a->runs.sum);
+        if (a->sum == NULL || (halve && a->half == NULL) || a->run == NULL ||
+            a->white == NULL || a->key.sum == NULL || a->head.sum == NULL ||
+            a->runs.sum == NULL) {
             return CT_ERR_NOMEM;
         }
-        memcpy(a->first, y, n * sizeof *y);
         a->t_first = t;
+        a->since_key = -1;
+        double runs = expected > 0 ? ceil(expected / RUNS_MAX) : 6;
+        a->run_len = runs < 1 ? 1 : runs > 240 ? 240 : (uint32_t)runs;
     }
     if (w != a->w || h != a->h) {
-        return CT_OK; /* a frame of another size adds nothing to the mean */
+        return CT_OK; /* a frame of another size adds nothing to the sums */
     }
     for (size_t i = 0; i < n; i++) {
         a->sum[i] += y[i];
     }
-    if (!a->have_mid && t >= a->mid_at && a->n > 0) {
-        memcpy(a->mid, y, n * sizeof *y);
-        a->t_mid = t;
-        a->have_mid = true;
+    const float *p = y;
+    if (a->half != NULL) {
+        for (uint32_t r = 0; r < a->wh; r++) {
+            const float *s0 = y + (size_t)(2 * r) * w, *s1 = s0 + w;
+            float *o = a->half + (size_t)r * a->ww;
+            for (uint32_t x = 0; x < a->ww; x++) {
+                o[x] = 0.25f * (s0[2 * x] + s0[2 * x + 1] + s1[2 * x] + s1[2 * x + 1]);
+            }
+        }
+        p = a->half;
+    }
+    ct_status st = CT_OK;
+    if (key) {
+        a->since_key = 0;
+    } else if (a->since_key >= 0) {
+        a->since_key++;
+    }
+    if (a->since_key >= 0 && a->since_key < HEAD_FRAMES && a->head.n < HEAD_MAX) {
+        st = whiten_into(a, p, &a->head, t, t);
+        if (st != CT_OK) {
+            return st;
+        }
+        if (a->since_key == 0) {
+            wsum_add(&a->key, a->white, (size_t)a->ww * a->wh, t, t);
+        }
+    }
+    size_t nw = (size_t)a->ww * a->wh;
+    for (size_t i = 0; i < nw; i++) {
+        a->run[i] += p[i];
+    }
+    if (a->run_n == 0) {
+        a->t_run = t;
+    }
+    a->run_n++;
+    if (a->run_n >= a->run_len) {
+        st = flush_run(a, t);
     }
     a->t_last = t;
     a->n++;
-    return CT_OK;
+    return st;
+}
+
+/* Flush the last run; call once after the scan. */
+static ct_status accum_finish(accum *a)
+{
+    return flush_run(a, a->t_last);
 }
 
 static ct_status scan_cb(void *opaque, const med_vframe *f)
 {
     accum *a = opaque;
-    if (a->mid_at < 0) {
-        /* The middle of what will be read, for the single-frame retry. */
-        double len = a->max_seconds;
-        if (f->duration > 0 && f->duration < len) {
-            len = f->duration;
-        }
-        a->mid_at = f->time + len / 2;
+    double len = a->max_seconds;
+    if (f->duration > 0 && f->duration < len) {
+        len = f->duration;
     }
-    return accum_add(a, f->y, f->w, f->h, f->time);
+    double expected = len * (f->fps > 0 ? f->fps : 24.0);
+    return accum_add(a, f->y, f->w, f->h, f->time, f->key, expected);
 }
 
 typedef struct detector {
@@ -587,51 +734,206 @@ static ct_status try_plane(ct_ctx *ctx, detector *d, const float *y, uint32_t w,
     return st;
 }
 
+/* A whitened sum as a picture for vfy_detect (see the note above), into
+ * pic. False if the sum is empty or flat. */
+static bool wsum_picture(const accum *a, const wsum *s, float *pic)
+{
+    size_t n = (size_t)a->ww * a->wh;
+    double ss = 0;
+    if (s->n == 0) {
+        return false;
+    }
+    for (size_t i = 0; i < n; i++) {
+        ss += (double)s->sum[i] * s->sum[i];
+    }
+    if (!(ss > 0)) {
+        return false;
+    }
+    float k = (float)(WHITE_RMS / sqrt(ss / (double)n));
+    for (size_t i = 0; i < n; i++) {
+        pic[i] = 128.0f + k * s->sum[i];
+    }
+    return true;
+}
+
+/* The map vfy_detect reported for its best candidate (spectrum.c's
+ * convention: cell = (64/P) R(angle) F pixel). */
+static vfy_geom geom_of(const vfy_result *r)
+{
+    vfy_geom g;
+    double k = WM_CELLS / r->period, ang = r->angle * M_PI / 180.0, f = r->mirrored ? -1 : 1;
+    ang *= f; /* detect reports atan2(b10, b11), which flips with the mirror */
+    g.b[0][0] = k * cos(ang) * f;
+    g.b[0][1] = -k * sin(ang);
+    g.b[1][0] = k * sin(ang) * f;
+    g.b[1][1] = k * cos(ang);
+    g.score = 0;
+    return g;
+}
+
+#define NPLANES 3
+#define MAX_GEOMS (NPLANES + 2)
+
+/* Geometries worth trying on every sum before any search: a leak is most
+ * often the whole frame scaled to a standard size, and then the tile's
+ * period is the embedder's own rule (wm_period_for: 2/9 of the short side)
+ * applied to the leak's size, whatever the scale. The second covers a
+ * 16:9 picture letterboxed into a taller frame (its width kept). The
+ * blind search on a few frames of a heavily compressed leak is what fails
+ * first (measured: 360p CRF 28 and 480p CRF 30 cuts whose key frames
+ * decode at this geometry and not blind). */
+static int prior_geoms(uint32_t w, uint32_t h, vfy_geom *g)
+{
+    double p[2] = {2.0 / 9.0 * (w < h ? w : h), w / 8.0};
+    int n = 0;
+    for (int i = 0; i < 2; i++) {
+        if (p[i] < 32 || (i == 1 && fabs(p[1] - p[0]) < 0.01 * p[0])) {
+            continue;
+        }
+        g[n].b[0][0] = g[n].b[1][1] = WM_CELLS / p[i];
+        g[n].b[0][1] = g[n].b[1][0] = 0;
+        g[n].score = 0;
+        n++;
+    }
+    return n;
+}
+
+/* The state of one clip's detection: the sums as pictures, the
+ * geometries collected, the attempts' counts. */
+typedef struct dstate {
+    ct_ctx *ctx;
+    const accum *a;
+    detector d;
+    float *pics[NPLANES];
+    bool have[NPLANES];
+    vfy_geom geoms[MAX_GEOMS];
+    int geom_from[MAX_GEOMS]; /* the sum a geometry was found on; -1 prior */
+    int ngeom, tried;         /* geometries; those already tried everywhere */
+    int won;                  /* the sum that named a vendor, or -1 */
+    vfy_result res;
+} dstate;
+
+/* Blind detection on sum k; a geometry it finds without a decode is kept. */
+static ct_status blind_try(dstate *x, int k)
+{
+    if (x->won >= 0 || !x->have[k]) {
+        return CT_OK;
+    }
+    ct_status st = try_plane(x->ctx, &x->d, x->pics[k], x->a->ww, x->a->wh, &x->res);
+    if (st != CT_OK) {
+        return st;
+    }
+    if (x->res.nhits > 0) {
+        x->won = k;
+    } else if (x->res.period > 0 && x->ngeom < MAX_GEOMS) {
+        x->geoms[x->ngeom] = geom_of(&x->res);
+        x->geom_from[x->ngeom++] = k;
+    }
+    return CT_OK;
+}
+
+/* Every geometry not yet tried, on every sum it did not come from. */
+static ct_status cross_try(dstate *x)
+{
+    for (; x->tried < x->ngeom && x->won < 0; x->tried++) {
+        const vfy_geom *g = &x->geoms[x->tried];
+        for (int j = 0; j < NPLANES && x->won < 0; j++) {
+            if (!x->have[j] || j == x->geom_from[x->tried]) {
+                continue;
+            }
+            vfy_input in = {x->a->ww, x->a->wh, x->pics[j], NULL};
+            ct_status st = vfy_try_geometry(x->ctx, &in, x->d.sync_key, x->d.keys,
+                                            x->d.nkeys, g, &x->res);
+            if (st != CT_OK) {
+                return st;
+            }
+            x->d.fpp += x->res.false_positive_probability;
+            x->d.trials += x->res.trials;
+            if (x->res.nhits > 0) {
+                x->won = j;
+                x->res.period = WM_CELLS / sqrt(fabs(g->b[0][0] * g->b[1][1] -
+                                                     g->b[0][1] * g->b[1][0]));
+            }
+        }
+    }
+    return CT_OK;
+}
+
 static ct_status detect_accum(ct_ctx *ctx, accum *a, const vfy_key *keys, size_t nkeys,
                               const uint8_t *sync_key, const ct_vendor *vendors, size_t nv,
                               ct_verdict *out)
 {
-    ct_status st;
-    vfy_result res;
-    detector d = {sync_key, keys, nkeys, 0, 0};
-    size_t n = (size_t)a->w * a->h;
+    ct_status st = CT_OK;
+    size_t n = (size_t)a->w * a->h, nw = (size_t)a->ww * a->wh;
     float inv = 1.0f / (float)a->n;
+    /* Heads, key frames alone, the whole span (see the note above): the
+     * heads carry the most frames of fresh evidence; a key frame alone
+     * wins when the mark fades within a frame or two of it. */
+    const wsum *sums[NPLANES] = {&a->head, &a->key, &a->runs};
+    dstate x;
 
-    for (size_t i = 0; i < n; i++) {
-        a->sum[i] *= inv;
-    }
+    memset(&x, 0, sizeof x);
+    x.ctx = ctx;
+    x.a = a;
+    x.d = (detector){sync_key, keys, nkeys, 0, 0};
+    x.won = -1;
     out->width = a->w;
     out->height = a->h;
-    st = try_plane(ctx, &d, a->sum, a->w, a->h, &res);
-    if (st != CT_OK) {
-        return st;
-    }
-    out->frames_used = a->n;
-    out->time_first = a->t_first;
-    out->time_last = a->t_last;
     out->evidence = 1;
-    if (res.nhits == 0 && a->n > 1) {
-        const float *single[2] = {a->have_mid ? a->mid : NULL, a->first};
-        double t[2] = {a->t_mid, a->t_first};
-        for (int k = 0; k < 2 && res.nhits == 0; k++) {
-            if (single[k] == NULL) {
-                continue;
-            }
-            vfy_result r2;
-            st = try_plane(ctx, &d, single[k], a->w, a->h, &r2);
-            if (st != CT_OK) {
-                return st;
-            }
-            if (r2.nhits > 0) {
-                res = r2;
-                out->frames_used = 1;
-                out->time_first = out->time_last = t[k];
-                out->evidence = 2;
-            }
+    for (int k = 0; k < NPLANES; k++) {
+        /* Skip a sum that holds nothing another does not. */
+        if ((k == 1 && a->key.n == a->head.n) || (k == 2 && a->runs.n <= 1 && a->head.n >= a->n)) {
+            continue;
         }
+        x.pics[k] = ct_mallocarray(ctx, nw, sizeof *x.pics[k]);
+        if (x.pics[k] == NULL) {
+            st = CT_ERR_NOMEM;
+            goto done;
+        }
+        x.have[k] = wsum_picture(a, sums[k], x.pics[k]);
     }
-    out->false_positive_probability = d.fpp < 1.0 ? d.fpp : 1.0;
-    out->trials = d.trials;
+    x.ngeom = prior_geoms(a->ww, a->wh, x.geoms);
+    for (int g = 0; g < x.ngeom; g++) {
+        x.geom_from[g] = -1;
+    }
+    /* In order: blind on the heads (what usually names the vendor at
+     * once); the prior geometries (and the one the heads gave) on every
+     * sum; blind on the other sums; what those found, on the rest. */
+    st = blind_try(&x, 0);
+    if (st == CT_OK) {
+        st = cross_try(&x);
+    }
+    for (int k = 1; k < NPLANES && st == CT_OK; k++) {
+        st = blind_try(&x, k);
+    }
+    if (st == CT_OK) {
+        st = cross_try(&x);
+    }
+    if (st != CT_OK) {
+        goto done;
+    }
+    int won = x.won;
+    vfy_result res = x.res;
+    if (won >= 0) {
+        const wsum *s = sums[won];
+        out->frames_used = won == 2 ? a->n : s->n;
+        out->time_first = s->t_first;
+        out->time_last = s->t_last;
+    } else {
+        /* Last, the plain average. */
+        for (size_t i = 0; i < n; i++) {
+            a->sum[i] *= inv;
+        }
+        st = try_plane(ctx, &x.d, a->sum, a->w, a->h, &res);
+        if (st != CT_OK) {
+            goto done;
+        }
+        out->frames_used = a->n;
+        out->time_first = a->t_first;
+        out->time_last = a->t_last;
+    }
+    out->false_positive_probability = x.d.fpp < 1.0 ? x.d.fpp : 1.0;
+    out->trials = x.d.trials;
     out->sync_z = res.sync_z;
     out->period = res.period;
     out->angle = res.angle;
@@ -653,11 +955,12 @@ static ct_status detect_accum(ct_ctx *ctx, accum *a, const vfy_key *keys, size_t
             }
         }
         st = ldg_find_serial(ctx, out->serial, out->vendor_id, &out->record, &out->has_record);
-        if (st != CT_OK) {
-            return st;
-        }
     }
-    return CT_OK;
+done:
+    for (int k = 0; k < NPLANES; k++) {
+        free(x.pics[k]);
+    }
+    return st;
 }
 
 static ct_status scan_sequence(ct_ctx *ctx, const char *dir, double max_seconds, accum *a)
@@ -680,7 +983,6 @@ static ct_status scan_sequence(ct_ctx *ctx, const char *dir, double max_seconds,
     if (limit == 0) {
         limit = 1;
     }
-    a->mid_at = (double)(nm.n < limit ? nm.n : limit) / SEQ_FPS / 2;
     for (size_t i = 0; i < nm.n && i < limit; i++) {
         p = join(ctx, dir, nm.v[i]);
         if (p == NULL) {
@@ -704,7 +1006,9 @@ static ct_status scan_sequence(ct_ctx *ctx, const char *dir, double max_seconds,
         }
         st = med_luma(ctx, img, y, NULL, NULL, NULL);
         if (st == CT_OK) {
-            st = accum_add(a, y, w, h, (double)i / SEQ_FPS);
+            /* Every picture of a sequence stands alone, as a key frame. */
+            st = accum_add(a, y, w, h, (double)i / SEQ_FPS, true,
+                           (double)(nm.n < limit ? nm.n : limit));
         }
         if (st != CT_OK) {
             goto done;
@@ -750,8 +1054,10 @@ ct_status ct_verify_video(ct_ctx *ctx, const char *path, double max_seconds, ct_
     if (ct_media_kind_of(path) == CT_MEDIA_SEQUENCE) {
         st = scan_sequence(ctx, path, max_seconds, &a);
     } else {
-        a.mid_at = -1; /* set from the clip's length at the first frame */
         st = med_video_scan(ctx, path, max_seconds, 1, scan_cb, &a, NULL);
+    }
+    if (st == CT_OK && a.n > 0) {
+        st = accum_finish(&a);
     }
     if (st != CT_OK) {
         goto done;

@@ -5,6 +5,9 @@
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -163,9 +166,11 @@ static const char VERIFY_HELP[] =
     "gives the probability that an unmarked file would have been named.\n"
     "\n"
     "Videos (.mp4 .mov .mkv .webm .avi .m4v) and folders of numbered frames are\n"
-    "traced from their first seconds: the frames are averaged (the mark stays,\n"
-    "the moving picture blurs away), then single frames are tried; the verdict\n"
-    "names the time span the evidence came from.\n"
+    "traced from their first seconds: the evidence of the key frames (where a\n"
+    "re-encoded leak keeps the mark best), then of every frame, is added up;\n"
+    "then the plain average of the frames is tried. Every attempt counts in\n"
+    "the false-positive probability; the verdict names the frames and the time\n"
+    "span the evidence came from.\n"
     "\n"
     "  --json   one JSON object per file and line: file, status (identified,\n"
     "           not_found, error), vendor, vendor_id, false_positive_probability,\n"
@@ -836,6 +841,17 @@ static int cmd_embed(cli *c, int argc, char **argv)
         if (!json && isatty(STDERR_FILENO)) {
             vo.progress = progress_bar;
         }
+#ifdef __GLIBC__
+        /* Process-wide, so the program's call: the mark's per-frame work
+         * planes (tens of MB a frame) would otherwise go back to the
+         * kernel at every free and fault in again zeroed, about a tenth
+         * of the CPU of a 1080p embed (measured: sys time 3.0 s -> 0.8 s
+         * on 74 frames). Kept instead; the peak is the same. */
+        if (kind == CT_MEDIA_VIDEO) {
+            mallopt(M_MMAP_THRESHOLD, 64 << 20);
+            mallopt(M_TRIM_THRESHOLD, 512 << 20);
+        }
+#endif
         st = ct_embed_video(c->ctx, vendor, input, output, &vo, &r);
         if (st != CT_OK) {
             if (vo.progress != NULL) {
@@ -952,7 +968,9 @@ static int walk_dir(walk *w, const char *dir, int depth)
         free(p);
     }
     closedir(d);
-    qsort(w->paths + first, w->n - first, sizeof *w->paths, cmp_str);
+    if (w->n > first) { /* an empty folder has no list to sort (paths may be NULL) */
+        qsort(w->paths + first, w->n - first, sizeof *w->paths, cmp_str);
+    }
     return rc;
 }
 

@@ -8,6 +8,7 @@
 #include "media/med_int.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
@@ -15,6 +16,7 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <libavcodec/avcodec.h>
 #include <libavformat/avformat.h>
@@ -90,6 +92,7 @@ typedef struct vin {
     int depth;
     float *y;
     double duration;
+    double fps; /* 0 unknown */
 } vin;
 
 static void vin_close(vin *v)
@@ -156,6 +159,8 @@ static ct_status vin_open(ct_ctx *ctx, const char *path, bool threads, vin *v)
     } else if (v->vst->duration > 0) {
         v->duration = (double)v->vst->duration * av_q2d(v->vst->time_base);
     }
+    AVRational fr = av_guess_frame_rate(v->ic, v->vst, NULL);
+    v->fps = fr.num > 0 && fr.den > 0 ? av_q2d(fr) : 0;
     v->y = ct_mallocarray(ctx, (size_t)v->w * v->h, sizeof *v->y);
     if (v->y == NULL) {
         return CT_ERR_NOMEM;
@@ -163,8 +168,8 @@ static ct_status vin_open(ct_ctx *ctx, const char *path, bool threads, vin *v)
     return CT_OK;
 }
 
-/* Check frame f against the stream's size and layout and fill v->y. */
-static ct_status vin_luma(ct_ctx *ctx, vin *v, const AVFrame *f)
+/* Check frame f against the stream's size and layout; sets v->depth. */
+static ct_status vin_check(ct_ctx *ctx, vin *v, const AVFrame *f)
 {
     const AVPixFmtDescriptor *d = av_pix_fmt_desc_get((enum AVPixelFormat)f->format);
     if (f->width != (int)v->w || f->height != (int)v->h) {
@@ -177,25 +182,45 @@ static ct_status vin_luma(ct_ctx *ctx, vin *v, const AVFrame *f)
                        v->name, d != NULL ? d->name : "?");
     }
     v->depth = d->comp[0].depth;
-    if (v->depth == 8) {
-        for (uint32_t r = 0; r < v->h; r++) {
+    return CT_OK;
+}
+
+/* Y' of a checked frame as floats in 8-bit levels. */
+static void luma_of(const AVFrame *f, uint32_t w, uint32_t h, int depth, float *y)
+{
+    if (depth == 8) {
+        for (uint32_t r = 0; r < h; r++) {
             const uint8_t *s = f->data[0] + (ptrdiff_t)r * f->linesize[0];
-            float *o = v->y + (size_t)r * v->w;
-            for (uint32_t x = 0; x < v->w; x++) {
+            float *o = y + (size_t)r * w;
+            for (uint32_t x = 0; x < w; x++) {
                 o[x] = s[x];
             }
         }
     } else {
-        const float k = 1.0f / (float)(1 << (v->depth - 8));
-        for (uint32_t r = 0; r < v->h; r++) {
+        const float k = 1.0f / (float)(1 << (depth - 8));
+        for (uint32_t r = 0; r < h; r++) {
             const uint16_t *s = (const uint16_t *)(f->data[0] + (ptrdiff_t)r * f->linesize[0]);
-            float *o = v->y + (size_t)r * v->w;
-            for (uint32_t x = 0; x < v->w; x++) {
+            float *o = y + (size_t)r * w;
+            for (uint32_t x = 0; x < w; x++) {
                 o[x] = s[x] * k;
             }
         }
     }
-    return CT_OK;
+}
+
+/* Check frame f and fill v->y. */
+static ct_status vin_luma(ct_ctx *ctx, vin *v, const AVFrame *f)
+{
+    ct_status st = vin_check(ctx, v, f);
+    if (st == CT_OK) {
+        luma_of(f, v->w, v->h, v->depth, v->y);
+    }
+    return st;
+}
+
+static bool vin_is_key(const AVFrame *f)
+{
+    return f->key_frame != 0 || f->pict_type == AV_PICTURE_TYPE_I;
 }
 
 static double vin_time(vin *v, int64_t pts)
@@ -211,7 +236,45 @@ static double vin_time(vin *v, int64_t pts)
 
 /* ---- transcode ------------------------------------------------------------- */
 
-typedef struct vt {
+/* The marking runs on a small pool of worker threads, frames in flight
+ * in a ring of slots, so that the mark of one frame overlaps the decoding
+ * and encoding of the others (both codecs run threads of their own). The
+ * main thread alone talks to libav: it decodes, hands each frame to the
+ * next free slot, and encodes the slots strictly in order. A worker turns
+ * a slot's frame into luma, calls the caller's mark, and writes the marked
+ * picture into the slot's own frame buffer. Memory: a fixed number of
+ * slots, each one frame and two float planes, whatever the length. */
+enum { SLOT_FREE, SLOT_QUEUED, SLOT_BUSY, SLOT_DONE };
+#define MED_MAX_MARK_THREADS 8
+
+typedef struct slot {
+    AVFrame *in;  /* the decoded frame (a reference; read only) */
+    AVFrame *out; /* our own buffer: the marked picture */
+    float *y, *delta;
+    med_vframe vf;
+    int64_t pts;
+    int depth;
+    double se; /* squared luma change, 8-bit levels */
+    ct_status st;
+    int state;
+} slot;
+
+typedef struct vt vt;
+
+typedef struct pool {
+    pthread_mutex_t mu;
+    pthread_cond_t work, done;
+    bool mu_ok, work_ok, done_ok;
+    slot *s;
+    unsigned n;          /* slots */
+    unsigned head, used; /* oldest slot in flight, slots in flight */
+    pthread_t th[MED_MAX_MARK_THREADS];
+    unsigned nth;
+    bool quit;
+    vt *t;
+} pool;
+
+struct vt {
     ct_ctx *ctx;
     const char *out_name;
     vin in;
@@ -223,16 +286,16 @@ typedef struct vt {
     AVFrame *frame;
     AVFrame *cvt; /* pixel format conversion target, when needed */
     struct SwsContext *sws;
-    float *delta;
     enum AVPixelFormat src_fmt; /* what the encoder was set up for */
     med_mark_fn mark;
     void *opaque;
     const med_video_opts *opts;
-    uint64_t frames, total;
+    uint64_t frames, submitted, total;
     int64_t last_pts;
     double se;      /* squared luma change, 8-bit levels */
     double t_start, t_last_progress;
-} vt;
+    pool pl;
+};
 
 static ct_status write_packets(vt *t)
 {
@@ -254,26 +317,25 @@ static ct_status write_packets(vt *t)
     }
 }
 
-/* Add delta to the Y plane. The change is mostly well under a level in
- * flat areas, so plain rounding would erase it there: the rounding error
- * is carried along the row (serpentine), so the local mean of the change
- * follows delta. */
-static void realize(vt *t, AVFrame *f)
+/* Add delta to the Y plane of f (w x h, depth bits); returns the squared
+ * change actually made, in 8-bit levels. The change is mostly well under
+ * a level in flat areas, so plain rounding would erase it there: the
+ * rounding error is carried along the row (serpentine), so the local mean
+ * of the change follows delta. */
+static double realize(const float *delta, AVFrame *f, uint32_t w, uint32_t h, int depth)
 {
-    const uint32_t w = t->in.w, h = t->in.h;
-    const int depth = t->in.depth;
     const float scale = (float)(1 << (depth - 8));
     const float maxv = (float)((1 << depth) - 1);
     const float inv = 1.0f / scale;
     double se = 0;
     for (uint32_t r = 0; r < h; r++) {
-        const float *d = t->delta + (size_t)r * w;
-        float e = 0;
+        const float *d = delta + (size_t)r * w;
+        float e = 0, rse = 0;
         const bool rev = (r & 1) != 0;
+        const long x0 = rev ? (long)w - 1 : 0, step = rev ? -1 : 1;
         if (depth == 8) {
             uint8_t *p = f->data[0] + (ptrdiff_t)r * f->linesize[0];
-            for (uint32_t k = 0; k < w; k++) {
-                uint32_t x = rev ? w - 1 - k : k;
+            for (long k = 0, x = x0; k < (long)w; k++, x += step) {
                 float o = p[x];
                 float v = o + d[x] + e;
                 float q = rintf(v);
@@ -281,12 +343,11 @@ static void realize(vt *t, AVFrame *f)
                 e = v - q;
                 e = e > 1.0f ? 1.0f : e < -1.0f ? -1.0f : e; /* clipped: do not pile up */
                 p[x] = (uint8_t)q;
-                se += (double)(q - o) * (q - o);
+                rse += (q - o) * (q - o);
             }
         } else {
             uint16_t *p = (uint16_t *)(f->data[0] + (ptrdiff_t)r * f->linesize[0]);
-            for (uint32_t k = 0; k < w; k++) {
-                uint32_t x = rev ? w - 1 - k : k;
+            for (long k = 0, x = x0; k < (long)w; k++, x += step) {
                 float o = p[x];
                 float v = o + d[x] * scale + e;
                 float q = rintf(v);
@@ -295,11 +356,154 @@ static void realize(vt *t, AVFrame *f)
                 e = e > 1.0f ? 1.0f : e < -1.0f ? -1.0f : e;
                 p[x] = (uint16_t)q;
                 float dd = (q - o) * inv;
-                se += (double)dd * dd;
+                rse += dd * dd;
             }
         }
+        se += rse; /* a row's sum is exact enough in float: whole levels */
     }
-    t->se += se;
+    return se;
+}
+
+/* One slot's work, on a worker thread: never touches libav's codecs nor
+ * the context (the caller's mark gets its own). */
+static void mark_slot(vt *t, slot *s)
+{
+    luma_of(s->in, t->in.w, t->in.h, s->depth, s->y);
+    s->vf.y = s->y;
+    s->st = t->mark(t->opaque, &s->vf, s->delta);
+    if (s->st != CT_OK) {
+        return;
+    }
+    /* Into our own buffer: the decoder may still hold the frame as a
+     * reference, and the encoder may still hold our last one. */
+    if (av_frame_make_writable(s->out) < 0 || av_frame_copy(s->out, s->in) < 0 ||
+        av_frame_copy_props(s->out, s->in) < 0) {
+        s->st = CT_ERR_NOMEM;
+        return;
+    }
+    av_frame_unref(s->in);
+    s->se = realize(s->delta, s->out, t->in.w, t->in.h, s->depth);
+}
+
+static void *worker(void *arg)
+{
+    pool *p = arg;
+    pthread_mutex_lock(&p->mu);
+    for (;;) {
+        slot *s = NULL;
+        for (unsigned k = 0; k < p->used && s == NULL; k++) {
+            slot *c = &p->s[(p->head + k) % p->n];
+            if (c->state == SLOT_QUEUED) {
+                s = c; /* the oldest first: the encoder waits for it */
+            }
+        }
+        if (s == NULL) {
+            if (p->quit) {
+                break;
+            }
+            pthread_cond_wait(&p->work, &p->mu);
+            continue;
+        }
+        s->state = SLOT_BUSY;
+        pthread_mutex_unlock(&p->mu);
+        mark_slot(p->t, s);
+        pthread_mutex_lock(&p->mu);
+        s->state = SLOT_DONE;
+        pthread_cond_broadcast(&p->done);
+    }
+    pthread_mutex_unlock(&p->mu);
+    return NULL;
+}
+
+static unsigned mark_threads(const med_video_opts *o)
+{
+    long n = o != NULL && o->threads > 0 ? o->threads : sysconf(_SC_NPROCESSORS_ONLN);
+    if (n < 1) {
+        n = 1;
+    }
+    if (o == NULL || o->threads <= 0) {
+        n = n > 4 ? 4 : n; /* the codecs want the other cores */
+    }
+    return n > MED_MAX_MARK_THREADS ? MED_MAX_MARK_THREADS : (unsigned)n;
+}
+
+static ct_status pool_start(vt *t, unsigned nth)
+{
+    pool *p = &t->pl;
+    ct_ctx *ctx = t->ctx;
+    p->t = t;
+    p->n = nth + 2; /* one being encoded, one being filled, one per worker */
+    p->s = ct_calloc(ctx, p->n, sizeof *p->s);
+    if (p->s == NULL) {
+        return CT_ERR_NOMEM;
+    }
+    size_t npix = (size_t)t->in.w * t->in.h;
+    for (unsigned i = 0; i < p->n; i++) {
+        slot *s = &p->s[i];
+        s->in = av_frame_alloc();
+        s->out = av_frame_alloc();
+        s->y = ct_mallocarray(ctx, npix, sizeof *s->y);
+        s->delta = ct_mallocarray(ctx, npix, sizeof *s->delta);
+        if (s->in == NULL || s->out == NULL || s->y == NULL || s->delta == NULL) {
+            return ct_fail(ctx, CT_ERR_NOMEM, "%s: out of memory", t->in.name);
+        }
+        s->out->format = t->src_fmt;
+        s->out->width = (int)t->in.w;
+        s->out->height = (int)t->in.h;
+        if (av_frame_get_buffer(s->out, 0) < 0) {
+            return ct_fail(ctx, CT_ERR_NOMEM, "%s: out of memory", t->in.name);
+        }
+    }
+    p->mu_ok = pthread_mutex_init(&p->mu, NULL) == 0;
+    p->work_ok = p->mu_ok && pthread_cond_init(&p->work, NULL) == 0;
+    p->done_ok = p->work_ok && pthread_cond_init(&p->done, NULL) == 0;
+    if (!p->done_ok) {
+        return ct_fail(ctx, CT_ERR_NOMEM, "%s: cannot start the marking threads", t->in.name);
+    }
+    for (unsigned i = 0; i < nth; i++) {
+        if (pthread_create(&p->th[i], NULL, worker, p) != 0) {
+            if (i == 0) {
+                return ct_fail(ctx, CT_ERR_NOMEM, "%s: cannot start the marking threads",
+                               t->in.name);
+            }
+            break; /* fewer workers do the same work */
+        }
+        p->nth++;
+    }
+    return CT_OK;
+}
+
+/* Stop the workers (they finish the slot in hand) and free the slots. */
+static void pool_stop(pool *p)
+{
+    if (p->done_ok) {
+        pthread_mutex_lock(&p->mu);
+        p->quit = true;
+        pthread_cond_broadcast(&p->work);
+        pthread_mutex_unlock(&p->mu);
+    }
+    for (unsigned i = 0; i < p->nth; i++) {
+        pthread_join(p->th[i], NULL);
+    }
+    p->nth = 0;
+    if (p->done_ok) {
+        pthread_cond_destroy(&p->done);
+    }
+    if (p->work_ok) {
+        pthread_cond_destroy(&p->work);
+    }
+    if (p->mu_ok) {
+        pthread_mutex_destroy(&p->mu);
+    }
+    p->mu_ok = p->work_ok = p->done_ok = false;
+    for (unsigned i = 0; p->s != NULL && i < p->n; i++) {
+        av_frame_free(&p->s[i].in);
+        av_frame_free(&p->s[i].out);
+        free(p->s[i].y);
+        free(p->s[i].delta);
+    }
+    free(p->s);
+    p->s = NULL;
 }
 
 static ct_status encode_frame(vt *t, AVFrame *f)
@@ -312,51 +516,58 @@ static ct_status encode_frame(vt *t, AVFrame *f)
     return write_packets(t);
 }
 
-static ct_status process_frame(vt *t, AVFrame *f)
+/* Encode the oldest slot in flight, waiting for its mark if `wait`;
+ * *did says whether one was encoded. */
+static ct_status finish_oldest(vt *t, bool wait, bool *did)
 {
-    ct_status st = vin_luma(t->ctx, &t->in, f);
-    if (st != CT_OK) {
-        return st;
+    pool *p = &t->pl;
+    *did = false;
+    pthread_mutex_lock(&p->mu);
+    slot *s = p->used > 0 ? &p->s[p->head] : NULL;
+    while (wait && s != NULL && s->state != SLOT_DONE) {
+        pthread_cond_wait(&p->done, &p->mu);
     }
-    if (f->format != t->src_fmt) {
-        return ct_fail(t->ctx, CT_ERR_FORMAT, "%s: the pixel format changes inside the stream",
-                       t->in.name);
+    bool ready = s != NULL && s->state == SLOT_DONE;
+    pthread_mutex_unlock(&p->mu);
+    if (!ready) {
+        return CT_OK;
     }
-    int64_t pts = f->best_effort_timestamp;
-    /* Encoders need strictly increasing timestamps; a broken or missing
-     * one takes the next tick. */
-    if (pts == AV_NOPTS_VALUE || (t->frames > 0 && pts <= t->last_pts)) {
-        pts = t->frames > 0 ? t->last_pts + 1 : 0;
+    /* Done slots belong to this thread until set free. */
+    if (s->st != CT_OK) {
+        if (s->st == CT_ERR_NOMEM) {
+            return ct_fail(t->ctx, CT_ERR_NOMEM, "%s: out of memory marking frame %llu",
+                           t->in.name, (unsigned long long)s->vf.index);
+        }
+        return ct_fail(t->ctx, s->st, "%s: marking frame %llu failed", t->in.name,
+                       (unsigned long long)s->vf.index);
     }
-    t->last_pts = pts;
-    med_vframe vf = {t->in.w, t->in.h, t->in.y, t->frames, vin_time(&t->in, pts),
-                     t->in.duration};
-    st = t->mark(t->opaque, &vf, t->delta);
-    if (st != CT_OK) {
-        return st;
-    }
-    int ret = av_frame_make_writable(f); /* the decoder may still reference it */
-    if (ret < 0) {
-        return av_err(t->ctx, CT_ERR_NOMEM, t->in.name, "frame copy", ret);
-    }
-    realize(t, f);
-    AVFrame *src = f;
+    AVFrame *src = s->out;
     if (t->sws != NULL) {
-        ret = sws_scale(t->sws, (const uint8_t *const *)f->data, f->linesize, 0, f->height,
-                        t->cvt->data, t->cvt->linesize);
-        if (ret != f->height) {
+        int ret = sws_scale(t->sws, (const uint8_t *const *)s->out->data, s->out->linesize, 0,
+                            s->out->height, t->cvt->data, t->cvt->linesize);
+        if (ret != s->out->height) {
             return ct_fail(t->ctx, CT_ERR_FORMAT, "%s: pixel format conversion failed",
                            t->in.name);
         }
+        if (av_frame_copy_props(t->cvt, s->out) < 0) {
+            return ct_fail(t->ctx, CT_ERR_NOMEM, "%s: out of memory", t->in.name);
+        }
         src = t->cvt;
     }
-    src->pts = pts;
+    src->pts = s->pts;
     src->pict_type = AV_PICTURE_TYPE_NONE;
-    st = encode_frame(t, src);
+    ct_status st = encode_frame(t, src);
     if (st != CT_OK) {
         return st;
     }
+    t->se += s->se;
     t->frames++;
+    pthread_mutex_lock(&p->mu);
+    s->state = SLOT_FREE;
+    p->head = (p->head + 1) % p->n;
+    p->used--;
+    pthread_mutex_unlock(&p->mu);
+    *did = true;
     if (t->opts != NULL && t->opts->progress != NULL) {
         double now = now_s();
         if (now - t->t_last_progress > 0.2) {
@@ -364,6 +575,66 @@ static ct_status process_frame(vt *t, AVFrame *f)
             t->opts->progress(t->opts->progress_opaque, t->frames, t->total, now - t->t_start);
         }
     }
+    return CT_OK;
+}
+
+/* Encode every slot in flight, in order. */
+static ct_status finish_all(vt *t)
+{
+    bool did = true;
+    ct_status st = CT_OK;
+    while (st == CT_OK && did) {
+        st = finish_oldest(t, true, &did);
+    }
+    return st;
+}
+
+/* Hand decoded frame f (its reference is moved) to a slot. */
+static ct_status submit_frame(vt *t, AVFrame *f)
+{
+    pool *p = &t->pl;
+    ct_status st = vin_check(t->ctx, &t->in, f);
+    bool did = true;
+    if (st != CT_OK) {
+        return st;
+    }
+    if (f->format != t->src_fmt) {
+        return ct_fail(t->ctx, CT_ERR_FORMAT, "%s: the pixel format changes inside the stream",
+                       t->in.name);
+    }
+    /* Encode what is ready; wait for the oldest only when every slot is
+     * taken (the bound on memory). */
+    while (st == CT_OK && did) {
+        st = finish_oldest(t, false, &did);
+    }
+    while (st == CT_OK && p->used == p->n) {
+        st = finish_oldest(t, true, &did);
+    }
+    if (st != CT_OK) {
+        return st;
+    }
+    int64_t pts = f->best_effort_timestamp;
+    /* Encoders need strictly increasing timestamps; a broken or missing
+     * one takes the next tick. */
+    if (pts == AV_NOPTS_VALUE || (t->submitted > 0 && pts <= t->last_pts)) {
+        pts = t->submitted > 0 ? t->last_pts + 1 : 0;
+    }
+    t->last_pts = pts;
+    slot *s = &p->s[(p->head + p->used) % p->n];
+    av_frame_unref(s->in);
+    av_frame_move_ref(s->in, f);
+    s->pts = pts;
+    s->depth = t->in.depth;
+    s->se = 0;
+    s->st = CT_OK;
+    s->vf = (med_vframe){t->in.w, t->in.h, NULL, t->submitted, vin_time(&t->in, pts),
+                         t->in.duration, t->in.fps, vin_is_key(s->in)};
+    t->submitted++;
+    pthread_mutex_lock(&p->mu);
+    s->state = SLOT_QUEUED;
+    p->used++;
+    pthread_cond_signal(&p->work);
+    pthread_mutex_unlock(&p->mu);
     return CT_OK;
 }
 
@@ -381,7 +652,7 @@ static ct_status decode_some(vt *t, const AVPacket *pkt)
         if (ret < 0) {
             return av_err(t->ctx, CT_ERR_FORMAT, t->in.name, "corrupt video data", ret);
         }
-        ct_status st = process_frame(t, t->frame);
+        ct_status st = submit_frame(t, t->frame);
         av_frame_unref(t->frame);
         if (st != CT_OK) {
             return st;
@@ -602,10 +873,9 @@ ct_status med_video_transcode(ct_ctx *ctx, const char *input, const char *output
     if (st != CT_OK) {
         goto done;
     }
-    t.delta = ct_mallocarray(ctx, (size_t)t.in.w * t.in.h, sizeof *t.delta);
     t.pkt = av_packet_alloc();
     t.frame = av_frame_alloc();
-    if (t.delta == NULL || t.pkt == NULL || t.frame == NULL) {
+    if (t.pkt == NULL || t.frame == NULL) {
         st = ct_fail(ctx, CT_ERR_NOMEM, "%s: out of memory", input);
         goto done;
     }
@@ -614,6 +884,10 @@ ct_status med_video_transcode(ct_ctx *ctx, const char *input, const char *output
         goto done;
     }
     header = true;
+    st = pool_start(&t, mark_threads(opts));
+    if (st != CT_OK) {
+        goto done;
+    }
     AVRational fr = av_guess_frame_rate(t.in.ic, t.in.vst, NULL);
     if (t.in.vst->nb_frames > 0) {
         t.total = (uint64_t)t.in.vst->nb_frames;
@@ -655,6 +929,9 @@ ct_status med_video_transcode(ct_ctx *ctx, const char *input, const char *output
         }
     }
     st = decode_some(&t, NULL); /* drain the decoder */
+    if (st == CT_OK) {
+        st = finish_all(&t);
+    }
     if (st != CT_OK) {
         goto done;
     }
@@ -694,6 +971,7 @@ ct_status med_video_transcode(ct_ctx *ctx, const char *input, const char *output
         snprintf(info->encoder, sizeof info->encoder, "%s", t.enc->codec->name);
     }
 done:
+    pool_stop(&t.pl);
     if (header && t.oc != NULL && t.oc->pb != NULL) {
         (void)av_write_trailer(t.oc); /* lets the muxer free what it holds */
     }
@@ -707,7 +985,6 @@ done:
     av_frame_free(&t.frame);
     av_packet_free(&t.pkt);
     free(t.map);
-    free(t.delta);
     vin_close(&t.in);
     return st;
 }
@@ -748,7 +1025,8 @@ static ct_status scan_frames(vs *s, AVFrame *f)
         if (k % s->stride == 0) {
             ct_status st = vin_luma(s->ctx, &s->in, f);
             if (st == CT_OK) {
-                med_vframe vf = {s->in.w, s->in.h, s->in.y, k, tm, s->in.duration};
+                med_vframe vf = {s->in.w, s->in.h, s->in.y, k, tm, s->in.duration, s->in.fps,
+                                 vin_is_key(f)};
                 st = s->fn(s->opaque, &vf);
             }
             if (st != CT_OK) {

@@ -137,12 +137,19 @@ typedef struct med_vframe {
     uint64_t index;   /* 0, 1, ... in presentation order */
     double time;      /* seconds from the start of the stream */
     double duration;  /* the container's idea of the clip length, s; 0 unknown */
+    double fps;       /* the stream's frame rate; 0 unknown */
+    bool key;         /* a key (intra) frame: a re-encoded leak keeps the mark
+                         best there, before motion compensation smears it */
 } med_vframe;
 
 /* Embed callback: fill delta (w*h floats, 8-bit luma levels) with the change
  * to add to frame f. Media adds it to the Y plane (10-bit: times 4) with
  * error diffusion along the rows and clips to the code range. Any status
- * but CT_OK stops the transcode and is returned as is. */
+ * but CT_OK stops the transcode (media writes the message: the callback
+ * runs on a worker thread and must not touch a shared ct_ctx).
+ * THREADS: called from several worker threads at once, each with its own
+ * frame, in no particular order; frames are encoded in order whatever
+ * order their marks finish in. */
 typedef ct_status (*med_mark_fn)(void *opaque, const med_vframe *f, float *delta);
 /* Read-only callback for scans (verify). */
 typedef ct_status (*med_scan_fn)(void *opaque, const med_vframe *f);
@@ -155,6 +162,7 @@ typedef struct med_video_opts {
                              encoder has a crf option and no bitrate is set */
     int64_t bitrate;      /* > 0: target bits per second instead of CRF */
     const char *preset;   /* NULL: "medium" where the encoder has presets */
+    int threads;          /* marking threads; 0: one per core, at most 4 */
     med_progress_fn progress;
     void *progress_opaque;
 } med_video_opts;
