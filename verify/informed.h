@@ -81,7 +81,7 @@ typedef struct vfy_recipient {
     double p;    /* one-sided p-value of this single test (see recipients.c) */
 } vfy_recipient;
 
-#define VFY_DECOYS 24
+#define VFY_DECOYS 48
 
 typedef struct vfy_informed_stats {
     int decoys;
@@ -91,7 +91,8 @@ typedef struct vfy_informed_stats {
 } vfy_informed_stats;
 
 /* Score every recipient on the registered suspect. Decoys: VFY_DECOYS
- * fresh random keys and serials through the same wm_embed call. */
+ * keys and serials derived from the sync key, through the same embedder
+ * (the budget computed once, then wm_embed_amp per pattern). */
 ct_status vfy_informed(ct_ctx *ctx, const vfy_original *o, const vfy_gray *sus,
                        const uint8_t sync_key[WM_KEYBYTES], const vfy_reg *g,
                        vfy_recipient *rc, size_t nrc, vfy_informed_stats *st_out);

@@ -118,6 +118,8 @@ typedef struct work {
     uint8_t *use;   /* pixels that count */
     float *delta;   /* one pattern at the original's size */
     float *reg;     /* that pattern on the suspect's grid */
+    float *amp;     /* the embedder's budget on the original ... */
+    double amp_strength; /* ... at this strength (0: not yet computed) */
 } work;
 
 /* The normalised correlation of one issue's expected mark with the
@@ -129,7 +131,17 @@ static ct_status correlate(ct_ctx *ctx, const vfy_original *o, const vfy_gray *s
 {
     wm_plane pl = {o->w, o->h, o->y, o->room_up, o->room_down, o->weight, o->fine};
     wm_embed_params prm = {strength, serial};
-    ct_status st = wm_embed(ctx, &pl, sync_key, key, &prm, wk->delta);
+    ct_status st = CT_OK;
+    /* The budget depends on the original and the strength only: computed
+     * once, every pattern after it costs a quarter of a whole embed. */
+    if (wk->amp_strength != strength) {
+        st = wm_mask(ctx, &pl, strength, wk->amp);
+        if (st != CT_OK) {
+            return st;
+        }
+        wk->amp_strength = strength;
+    }
+    st = wm_embed_amp(ctx, &pl, wk->amp, sync_key, key, &prm, wk->delta);
     if (st != CT_OK) {
         return st;
     }
@@ -254,7 +266,8 @@ ct_status vfy_informed(ct_ctx *ctx, const vfy_original *o, const vfy_gray *sus,
     wk.use = ct_mallocarray(ctx, wk.n, 1);
     wk.reg = ct_mallocarray(ctx, wk.n, sizeof *wk.reg);
     wk.delta = ct_mallocarray(ctx, (size_t)o->w * o->h, sizeof *wk.delta);
-    if (wk.res == NULL || wk.use == NULL || wk.reg == NULL || wk.delta == NULL) {
+    wk.amp = ct_mallocarray(ctx, (size_t)o->w * o->h, sizeof *wk.amp);
+    if (wk.res == NULL || wk.use == NULL || wk.reg == NULL || wk.delta == NULL || wk.amp == NULL) {
         st = CT_ERR_NOMEM;
         goto done;
     }
@@ -312,5 +325,6 @@ done:
     free(wk.use);
     free(wk.reg);
     free(wk.delta);
+    free(wk.amp);
     return st;
 }

@@ -106,12 +106,32 @@ ct_status wm_embed(ct_ctx *ctx, const wm_plane *pl, const uint8_t sync_key[WM_KE
                    const uint8_t vendor_key[WM_KEYBYTES], const wm_embed_params *prm,
                    float *delta)
 {
+    size_t npix;
+    if (!ct_mul(&npix, pl->w, pl->h)) {
+        return ct_fail(ctx, CT_ERR_LIMIT, "image too large");
+    }
+    float *amp = ct_mallocarray(ctx, npix, sizeof *amp);
+    if (amp == NULL) {
+        return CT_ERR_NOMEM;
+    }
+    ct_status st = wm_mask(ctx, pl, prm->strength, amp);
+    if (st == CT_OK) {
+        st = wm_embed_amp(ctx, pl, amp, sync_key, vendor_key, prm, delta);
+    }
+    free(amp);
+    return st;
+}
+
+ct_status wm_embed_amp(ct_ctx *ctx, const wm_plane *pl, const float *amp,
+                       const uint8_t sync_key[WM_KEYBYTES], const uint8_t vendor_key[WM_KEYBYTES],
+                       const wm_embed_params *prm, float *delta)
+{
     ct_status st = CT_OK;
     wm_sync sync;
     wm_spread *sp = NULL;
     uint8_t info[WM_INFO_BITS], coded[WM_CODED_BITS];
     int8_t chips[WM_NCELLS];
-    float *tile = NULL, *amp = NULL;
+    float *tile = NULL;
     size_t npix;
     uint32_t w = pl->w, h = pl->h;
     int P = wm_period_for(w, h);
@@ -121,8 +141,7 @@ ct_status wm_embed(ct_ctx *ctx, const wm_plane *pl, const uint8_t sync_key[WM_KE
     }
     sp = ct_malloc(ctx, sizeof *sp);
     tile = ct_mallocarray(ctx, (size_t)P * P, sizeof *tile);
-    amp = ct_mallocarray(ctx, npix, sizeof *amp);
-    if (sp == NULL || tile == NULL || amp == NULL) {
+    if (sp == NULL || tile == NULL) {
         st = CT_ERR_NOMEM;
         goto done;
     }
@@ -132,10 +151,6 @@ ct_status wm_embed(ct_ctx *ctx, const wm_plane *pl, const uint8_t sync_key[WM_KE
     wm_code_encode(info, coded);
     wm_chips(sp, coded, chips);
     st = render_tile(ctx, chips, &sync, P, tile);
-    if (st != CT_OK) {
-        goto done;
-    }
-    st = wm_mask(ctx, pl, prm->strength, amp);
     if (st != CT_OK) {
         goto done;
     }
@@ -204,6 +219,5 @@ done:
     sodium_memzero(info, sizeof info);
     free(sp);
     free(tile);
-    free(amp);
     return st;
 }

@@ -132,6 +132,12 @@ ct_status wm_embed(ct_ctx *ctx, const wm_plane *pl, const uint8_t sync_key[WM_KE
                    const uint8_t vendor_key[WM_KEYBYTES], const wm_embed_params *prm,
                    float *delta);
 
+/* The same with the budget already computed (wm_mask of this plane at
+ * prm->strength): for callers that render several payloads on one image. */
+ct_status wm_embed_amp(ct_ctx *ctx, const wm_plane *pl, const float *amp,
+                       const uint8_t sync_key[WM_KEYBYTES], const uint8_t vendor_key[WM_KEYBYTES],
+                       const wm_embed_params *prm, float *delta);
+
 /* Quality of a change: PSNR (dB) and mean SSIM of the seen luma, y vs
  * y + delta, over the visible pixels (with alpha: laid over mid-grey, so a
  * pixel of alpha a shows a * delta). */
