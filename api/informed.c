@@ -273,6 +273,18 @@ static bool usable(const ct_record *r, const char *sha)
            r->algo_version == WM_ALGO_VERSION;
 }
 
+/* How many key epochs the vendor has had (1 if it is not in the list). */
+static uint32_t epochs_of(const ct_vendor *vendors, size_t nv, uint32_t vendor_id)
+{
+    uint32_t ne = 1;
+    for (size_t v = 0; v < nv; v++) {
+        if (vendors[v].id == vendor_id) {
+            ne = vendors[v].epoch;
+        }
+    }
+    return ne;
+}
+
 /* Test every recipient of the original o (records with its input_sha256)
  * and name a vendor if one stands out; fills out->informed and, when a
  * vendor is named and the blind path named none, the verdict. */
@@ -298,12 +310,7 @@ static ct_status test_recipients(ct_ctx *ctx, const lplanes *o, const lplanes *s
         if (!usable(&recs[i], sha)) {
             continue;
         }
-        uint32_t ne = 1;
-        for (size_t v = 0; v < nv; v++) {
-            if (vendors[v].id == recs[i].vendor_id) {
-                ne = vendors[v].epoch;
-            }
-        }
+        uint32_t ne = epochs_of(vendors, nv, recs[i].vendor_id);
         if (!ct_add(&cap, cap, ne)) {
             st = ct_fail(ctx, CT_ERR_LIMIT, "too many recipients");
             goto done;
@@ -326,12 +333,7 @@ static ct_status test_recipients(ct_ctx *ctx, const lplanes *o, const lplanes *s
         if (!usable(&recs[i], sha)) {
             continue;
         }
-        uint32_t ne = 1;
-        for (size_t v = 0; v < nv; v++) {
-            if (vendors[v].id == recs[i].vendor_id) {
-                ne = vendors[v].epoch;
-            }
-        }
+        uint32_t ne = epochs_of(vendors, nv, recs[i].vendor_id);
         for (uint32_t e = 1; e <= ne && nrc < cap; e++) {
             st = key_derive_mark(ctx, recs[i].vendor_id, e, rc[nrc].key);
             if (st != CT_OK) {
