@@ -242,6 +242,7 @@ ct_status ct_embed_file(ct_ctx *ctx, const char *vendor, const char *input, cons
     med_write_opts wo = {opts != NULL ? opts->jpeg_quality : 0};
 
     memset(out, 0, sizeof *out);
+    out->strength = strength;
     if (ct_media_kind_of(input) != CT_MEDIA_IMAGE) { /* api/video.c */
         ct_video_opts vo = {0};
         if (opts != NULL) {

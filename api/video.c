@@ -347,9 +347,11 @@ ct_status ct_embed_video(ct_ctx *ctx, const char *vendor, const char *input, con
     char *tmp = NULL;
     names nm = {NULL, 0};
     bool seq = false;
-    double strength = opts != NULL && opts->strength > 0 ? opts->strength : 1.0;
+    double strength =
+        opts != NULL && opts->strength > 0 ? opts->strength : CT_VIDEO_DEFAULT_STRENGTH;
 
     memset(out, 0, sizeof *out);
+    out->strength = strength;
     med_libav_quiet();
     if (strength < 0.25 || strength > 4.0 || !isfinite(strength)) {
         return ct_fail(ctx, CT_ERR_MISUSE, "strength must be between 0.25 and 4");

@@ -131,7 +131,8 @@ static const char EMBED_HELP[] =
     "  --vendor V     vendor name or id (see 'celtrace vendor list')\n"
     "  -o, --output   the marked copy to write (never the input itself)\n"
     "  --asset NAME   asset name recorded in the ledger (default: INPUT's name)\n"
-    "  --strength S   mark strength, 0.25..4 (default 1: the measured setting)\n"
+    "  --strength S   mark strength, 0.25..4 (default 1 for images, 1.5 for video:\n"
+    "                 the measured settings)\n"
     "  --quality Q    JPEG output quality 1..100\n"
     "  --json         print the result as one JSON object\n"
     "\n"
@@ -741,7 +742,7 @@ static int cmd_embed(cli *c, int argc, char **argv)
                                          {"preset", required_argument, NULL, OPT_PRESET},
                                          {NULL, 0, NULL, 0}};
     const char *vendor = NULL, *output = NULL, *asset = NULL;
-    ct_embed_opts eo = {1.0, 0, NULL, NULL};
+    ct_embed_opts eo = {0.0, 0, NULL, NULL}; /* 0: the library's default */
     ct_video_opts vo = {0};
     int video_opt = 0;
     int json = 0, opt;
@@ -872,7 +873,7 @@ static int cmd_embed(cli *c, int argc, char **argv)
                    "\"frames\":%" PRIu64 ",\"duration_s\":%.3f,\"psnr_y\":%.2f,"
                    "\"ssim_y\":%.5f,\"strength\":%g,\"record_id\":%" PRIu64 "}\n",
                    r.vendor_id, r.serial, r.width, r.height, r.frames, r.duration, r.psnr,
-                   r.ssim, eo.strength, r.record_id);
+                   r.ssim, r.strength, r.record_id);
         } else {
             printf("%s -> %s: %" PRIu64 " frames marked for %s (vendor %u), serial %u, "
                    "PSNR-Y %.1f dB, ledger record %" PRIu64 "\n",
@@ -896,7 +897,7 @@ static int cmd_embed(cli *c, int argc, char **argv)
         json_string_out(r.vendor);
         printf(",\"vendor_id\":%u,\"serial\":%u,\"width\":%u,\"height\":%u,"
                "\"psnr_y\":%.2f,\"ssim_y\":%.5f,\"strength\":%g,\"record_id\":%" PRIu64 "}\n",
-               r.vendor_id, r.serial, r.width, r.height, r.psnr, r.ssim, eo.strength,
+               r.vendor_id, r.serial, r.width, r.height, r.psnr, r.ssim, r.strength,
                r.record_id);
     } else {
         printf("%s -> %s: marked for %s (vendor %u), serial %u, PSNR-Y %.1f dB, SSIM %.4f, "

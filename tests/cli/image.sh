@@ -64,6 +64,7 @@ embed_json() {
         '.vendor == $v and (.serial | type) == "number" and .psnr_y >= 40
          and .ssim_y > 0.9 and .vendor_id >= 1 and .output != null' "$T_DIR/out"
     check "embed $name: one line" test "$(wc -l <"$T_DIR/out")" -eq 1
+    check "embed $name: the image default strength 1 reported" jq -e '.strength == 1' "$T_DIR/out"
     check "embed $name: output exists" test -s "$outf"
 }
 mkdir -p "$W/out"

@@ -74,6 +74,7 @@ for clip in kid.mp4:"$A" wolf.webm:"$B"; do
     psnr=$(jq -r .psnr_y "$T_DIR/out")
     echo "embed $f: psnr_y $psnr dB, $(jq -r .frames "$T_DIR/out") frames"
     check "$f: psnr_y >= 42" awk -v p="$psnr" 'BEGIN { exit !(p >= 42) }'
+    check "$f: embedded at the video default strength 1.5" jq -e '.strength == 1.5' "$T_DIR/out"
     check "$f: audio packets bit-exact" test "$(audio_md5 "$in")" = "$(audio_md5 "$m")"
     check "$f: audio md5 not empty" test -n "$(audio_md5 "$m")"
     check "$f: frame count kept" test "$(frames_of "$in")" = "$(frames_of "$m")"
