@@ -51,6 +51,15 @@ CT_PUBLIC_ATTACKS="none jpeg75 jpeg50 jpeg30 webp75 resize50 resize25 crop50 cro
 
 # ---------------------------------------------------------------- helpers
 
+# ct_quote_args ARG... -> the arguments as a user would type them, each after
+# a space, shell-quoted only where it must be (for the recorded commands).
+ct_quote_args() {
+    local a
+    for a in "$@"; do
+        if [[ $a =~ ^[A-Za-z0-9_./:,=+@%-]+$ ]]; then printf ' %s' "$a"; else printf ' %q' "$a"; fi
+    done
+}
+
 _ct_die() { printf 'attacks.sh: %s\n' "$*" >&2; return 1; }
 
 # _ct_dims IN -> "W H"
