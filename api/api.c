@@ -133,6 +133,54 @@ bool api_same_file(const char *a, const char *b)
     return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
 }
 
+ct_status api_embed_begin(ct_ctx *ctx, const char *vendor, const char *input, const char *output,
+                          const char *asset, const char *by, double strength, ct_vendor *v,
+                          uint8_t sync_key[WM_KEYBYTES], uint8_t vkey[WM_KEYBYTES],
+                          sto_record *rec)
+{
+    if (strcmp(input, output) == 0 || api_same_file(input, output)) {
+        return ct_fail(ctx, CT_ERR_MISUSE, "%s: refusing to overwrite the original with its "
+                                           "marked copy", output);
+    }
+    ct_status st = ct_vendor_find(ctx, vendor, v);
+    if (st != CT_OK) {
+        return st;
+    }
+    if (v->revoked_at != 0) {
+        return ct_fail(ctx, CT_ERR_MISUSE, "vendor '%s' is revoked and can no longer receive "
+                                           "assets", v->name);
+    }
+    st = key_derive_sync(ctx, sync_key);
+    if (st == CT_OK) {
+        st = key_derive_mark(ctx, v->id, v->epoch, vkey);
+    }
+    if (st == CT_OK) {
+        st = api_record_fill(ctx, v, input, asset, by, strength, rec);
+    }
+    return st;
+}
+
+ct_status api_embed_commit(ct_ctx *ctx, const ct_vendor *v, sto_record *rec, char **tmp,
+                           const char *output, ct_embed_result *out)
+{
+    ct_status st = ldg_issue(ctx, rec);
+    if (st != CT_OK) {
+        return st;
+    }
+    if (rename(*tmp, output) != 0) {
+        return ct_fail(ctx, CT_ERR_IO, "%s: %s (ledger record %" PRIu64 " names a file that was "
+                       "not written)", output, strerror(errno), rec->id);
+    }
+    api_sync_dir_of(output);
+    free(*tmp);
+    *tmp = NULL;
+    out->record_id = rec->id;
+    out->vendor_id = v->id;
+    memcpy(out->vendor, v->name, sizeof out->vendor);
+    out->serial = rec->serial;
+    return CT_OK;
+}
+
 ct_status api_record_fill(ct_ctx *ctx, const ct_vendor *v, const char *input,
                              const char *asset, const char *by, double strength,
                              sto_record *rec)
@@ -209,21 +257,38 @@ ct_status api_all_keys(ct_ctx *ctx, vfy_key **out, size_t *n, ct_vendor **vendor
     if (keys == NULL) {
         return ct_fail(ctx, CT_ERR_NOMEM, "out of memory for vendor keys");
     }
+    memset(keys, 0, total * sizeof *keys);
     for (size_t i = 0; i < *nv; i++) {
         for (uint32_t e = 1; e <= (*vendors)[i].epoch; e++) {
             keys[k].vendor_id = (*vendors)[i].id;
             keys[k].epoch = e;
+            uint32_t *issued = NULL;
             st = key_derive_mark(ctx, keys[k].vendor_id, e, keys[k].key);
+            if (st == CT_OK) {
+                st = sto_vendor_serials(ctx, keys[k].vendor_id, &issued, &keys[k].nissued);
+            }
+            keys[k].issued = issued;
+            k++;
             if (st != CT_OK) {
-                sodium_free(keys);
+                api_keys_free(keys, k);
                 return st;
             }
-            k++;
         }
     }
     *out = keys;
     *n = k;
     return CT_OK;
+}
+
+void api_keys_free(vfy_key *keys, size_t n)
+{
+    if (keys == NULL) {
+        return;
+    }
+    for (size_t k = 0; k < n; k++) {
+        free((void *)keys[k].issued);
+    }
+    sodium_free(keys);
 }
 
 ct_status ct_embed_file(ct_ctx *ctx, const char *vendor, const char *input, const char *output,
@@ -266,27 +331,9 @@ ct_status ct_embed_file(ct_ctx *ctx, const char *vendor, const char *input, cons
         return ct_fail(ctx, CT_ERR_MISUSE, "%s: the output must end in .png, .jpg or .jpeg",
                        output);
     }
-    if (strcmp(input, output) == 0 || api_same_file(input, output)) {
-        return ct_fail(ctx, CT_ERR_MISUSE, "%s: refusing to overwrite the original with its "
-                                           "marked copy", output);
-    }
-    st = ct_vendor_find(ctx, vendor, &v);
-    if (st != CT_OK) {
-        return st;
-    }
-    if (v.revoked_at != 0) {
-        return ct_fail(ctx, CT_ERR_MISUSE, "vendor '%s' is revoked and can no longer receive "
-                                           "assets", v.name);
-    }
-    st = key_derive_sync(ctx, sync_key);
-    if (st == CT_OK) {
-        st = key_derive_mark(ctx, v.id, v.epoch, vkey);
-    }
-    if (st != CT_OK) {
-        goto done;
-    }
-    st = api_record_fill(ctx, &v, input, opts != NULL ? opts->asset : NULL,
-                         opts != NULL ? opts->issued_by : NULL, strength, &rec);
+    st = api_embed_begin(ctx, vendor, input, output, opts != NULL ? opts->asset : NULL,
+                         opts != NULL ? opts->issued_by : NULL, strength, &v, sync_key, vkey,
+                         &rec);
     if (st != CT_OK) {
         goto done;
     }
@@ -364,22 +411,10 @@ ct_status ct_embed_file(ct_ctx *ctx, const char *vendor, const char *input, cons
     if (st != CT_OK) {
         goto done;
     }
-    st = ldg_issue(ctx, &rec);
+    st = api_embed_commit(ctx, &v, &rec, &tmp, output, out);
     if (st != CT_OK) {
         goto done;
     }
-    if (rename(tmp, output) != 0) {
-        st = ct_fail(ctx, CT_ERR_IO, "%s: %s (ledger record %" PRIu64 " names a file that was "
-                     "not written)", output, strerror(errno), rec.id);
-        goto done;
-    }
-    api_sync_dir_of(output);
-    free(tmp);
-    tmp = NULL;
-    out->record_id = rec.id;
-    out->vendor_id = v.id;
-    memcpy(out->vendor, v.name, sizeof out->vendor);
-    out->serial = prm.serial;
     out->width = w;
     out->height = h;
 done:
@@ -442,6 +477,8 @@ ct_status ct_verify_file(ct_ctx *ctx, const char *path, ct_verdict *out)
     out->angle = res.angle;
     out->mirrored = res.mirrored;
     out->trials = res.trials;
+    out->issued_tests = res.issued_tests;
+    out->payload_issued = res.nhits > 0 && res.hits[0].issued;
     for (int i = 0; i < res.nhits && out->nvendors < CT_MAX_COLLUDERS; i++) {
         out->vendor_ids[out->nvendors] = res.hits[i].vendor_id;
         out->serials[out->nvendors] = res.hits[i].serial;
@@ -468,9 +505,7 @@ ct_status ct_verify_file(ct_ctx *ctx, const char *path, ct_verdict *out)
     }
 done:
     sodium_memzero(sync_key, sizeof sync_key);
-    if (keys != NULL) {
-        sodium_free(keys);
-    }
+    api_keys_free(keys, nkeys);
     free(vendors);
     med_image_free(img);
     planes_free(&pl);
@@ -505,6 +540,12 @@ ct_status ct_verdict_json(const char *file, const ct_verdict *v, char **out)
     json_object_set_new(o, "marks", all);
     json_object_set_new(o, "sync_z", json_real(round(v->sync_z * 100) / 100));
     json_object_set_new(o, "payload_z", json_real(round(v->msg_z * 100) / 100));
+    /* decoded: the 80 bits came back and authenticated; issued: the
+     * codeword of a serial the ledger issued matched (detect.c) */
+    json_object_set_new(o, "payload", v->identified && v->named_by != CT_NAMED_INFORMED
+                                          ? json_string(v->payload_issued ? "issued" : "decoded")
+                                          : json_null());
+    json_object_set_new(o, "issued_tests", json_integer((json_int_t)v->issued_tests));
     json_object_set_new(o, "period_px", json_real(round(v->period * 100) / 100));
     json_object_set_new(o, "angle_deg", json_real(round(v->angle * 100) / 100));
     json_object_set_new(o, "mirrored", json_boolean(v->mirrored));

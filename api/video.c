@@ -392,27 +392,9 @@ ct_status ct_embed_video(ct_ctx *ctx, const char *vendor, const char *input, con
         return ct_fail(ctx, CT_ERR_MISUSE, "%s: neither a video file nor a folder of numbered "
                        "frames", input);
     }
-    if (strcmp(input, output) == 0 || api_same_file(input, output)) {
-        return ct_fail(ctx, CT_ERR_MISUSE, "%s: refusing to overwrite the original with its "
-                       "marked copy", output);
-    }
-    st = ct_vendor_find(ctx, vendor, &v);
-    if (st != CT_OK) {
-        return st;
-    }
-    if (v.revoked_at != 0) {
-        return ct_fail(ctx, CT_ERR_MISUSE, "vendor '%s' is revoked and can no longer receive "
-                       "assets", v.name);
-    }
-    st = key_derive_sync(ctx, sync_key);
-    if (st == CT_OK) {
-        st = key_derive_mark(ctx, v.id, v.epoch, vkey);
-    }
-    if (st != CT_OK) {
-        goto done;
-    }
-    st = api_record_fill(ctx, &v, input, opts != NULL ? opts->asset : NULL,
-                     opts != NULL ? opts->issued_by : NULL, strength, &rec);
+    st = api_embed_begin(ctx, vendor, input, output, opts != NULL ? opts->asset : NULL,
+                         opts != NULL ? opts->issued_by : NULL, strength, &v, sync_key, vkey,
+                         &rec);
     if (st != CT_OK) {
         goto done;
     }
@@ -474,22 +456,7 @@ ct_status ct_embed_video(ct_ctx *ctx, const char *vendor, const char *input, con
         rec.phash[i] = (uint8_t)(m.phash >> (56 - 8 * i));
     }
     /* No output without its record: see ct_embed_file. */
-    st = ldg_issue(ctx, &rec);
-    if (st != CT_OK) {
-        goto done;
-    }
-    if (rename(tmp, output) != 0) {
-        st = ct_fail(ctx, CT_ERR_IO, "%s: %s (ledger record %" PRIu64 " names a file that was "
-                     "not written)", output, strerror(errno), rec.id);
-        goto done;
-    }
-    api_sync_dir_of(output);
-    free(tmp);
-    tmp = NULL;
-    out->record_id = rec.id;
-    out->vendor_id = v.id;
-    memcpy(out->vendor, v.name, sizeof out->vendor);
-    out->serial = rec.serial;
+    st = api_embed_commit(ctx, &v, &rec, &tmp, output, out);
 done:
     if (tmp != NULL) {
         if (seq) {
@@ -721,6 +688,7 @@ typedef struct detector {
     size_t nkeys;
     double fpp;
     uint64_t trials;
+    uint64_t issued_tests;
 } detector;
 
 static ct_status try_plane(ct_ctx *ctx, detector *d, const float *y, uint32_t w, uint32_t h,
@@ -732,6 +700,7 @@ static ct_status try_plane(ct_ctx *ctx, detector *d, const float *y, uint32_t w,
         /* Each attempt is another chance for noise: the probabilities add. */
         d->fpp += res->false_positive_probability;
         d->trials += res->trials;
+        d->issued_tests += res->issued_tests;
     }
     return st;
 }
@@ -851,6 +820,7 @@ static ct_status cross_try(dstate *x)
             }
             x->d.fpp += x->res.false_positive_probability;
             x->d.trials += x->res.trials;
+            x->d.issued_tests += x->res.issued_tests;
             if (x->res.nhits > 0) {
                 x->won = j;
                 x->res.period = WM_CELLS / sqrt(fabs(g->b[0][0] * g->b[1][1] -
@@ -877,7 +847,7 @@ static ct_status detect_accum(ct_ctx *ctx, accum *a, const vfy_key *keys, size_t
     memset(&x, 0, sizeof x);
     x.ctx = ctx;
     x.a = a;
-    x.d = (detector){sync_key, keys, nkeys, 0, 0};
+    x.d = (detector){sync_key, keys, nkeys, 0, 0, 0};
     x.won = -1;
     out->width = a->w;
     out->height = a->h;
@@ -936,6 +906,7 @@ static ct_status detect_accum(ct_ctx *ctx, accum *a, const vfy_key *keys, size_t
     }
     out->false_positive_probability = x.d.fpp < 1.0 ? x.d.fpp : 1.0;
     out->trials = x.d.trials;
+    out->issued_tests = x.d.issued_tests;
     out->sync_z = res.sync_z;
     out->period = res.period;
     out->angle = res.angle;
@@ -951,6 +922,7 @@ static ct_status detect_accum(ct_ctx *ctx, accum *a, const vfy_key *keys, size_t
         out->epoch = res.hits[0].epoch;
         out->serial = res.hits[0].serial;
         out->msg_z = res.hits[0].msg_z;
+        out->payload_issued = res.hits[0].issued;
         for (size_t i = 0; i < nv; i++) {
             if (vendors[i].id == out->vendor_id) {
                 memcpy(out->vendor, vendors[i].name, sizeof out->vendor);
@@ -1071,9 +1043,7 @@ ct_status ct_verify_video(ct_ctx *ctx, const char *path, double max_seconds, ct_
     st = detect_accum(ctx, &a, keys, nkeys, sync_key, vendors, nv, out);
 done:
     sodium_memzero(sync_key, sizeof sync_key);
-    if (keys != NULL) {
-        sodium_free(keys);
-    }
+    api_keys_free(keys, nkeys);
     free(vendors);
     accum_free(&a);
     if (st != CT_OK) {

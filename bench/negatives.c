@@ -9,9 +9,16 @@
  *   noise    Gaussian noise of random strength around a random level
  *   flat     a flat image with rounding noise only
  *   gradient a smooth ramp, optionally with periodic stripes
+ *   sibling  the same as crop, from a copy marked by OUR vendor 1 with one
+ *            of its issued serials, verified with the keys of the other
+ *            vendors only (a mark of vendor A tested against every other
+ *            vendor: same studio, same sync, so the geometry is found and
+ *            every issued-serial test runs on chips full of A's mark)
+ * Every vendor key comes with N_ISSUED random serials (default 500), the
+ * ledger's issued serials the verifier also tests directly.
  * Writes one CSV line per trial to stdout:
  *   trial,kind,width,height,identified,trials,sync_z,tag_agree_top,
- *   tag_agree_max,tag_checks
+ *   tag_agree_max,tag_checks,issued_tests,issued_z
  * and a summary to stderr. identified, trials (tag checks) and sync_z (the
  * strongest sync correlation of the decoded candidates, in standard
  * deviations) come from vfy_detect, the verifier itself.
@@ -30,7 +37,11 @@
  * tag_agree_max: the most matching bits over all tag_checks words and keys.
  * A vendor is named only at 48 of 48.
  *
- * Usage: negatives SAMPLES_DIR N_TRIALS [SEED] [N_VENDORS]
+ * issued_tests and issued_z (the best issued-serial correlation, in
+ * sigmas; each test is sub-Gaussian under no mark, P(z >= t) <= exp(-t^2/2))
+ * come from vfy_detect.
+ *
+ * Usage: negatives SAMPLES_DIR N_TRIALS [SEED] [N_VENDORS] [N_ISSUED]
  */
 #include <dirent.h>
 #include <math.h>
@@ -263,17 +274,22 @@ static img synthetic(int kind)
 int main(int argc, char **argv)
 {
     if (argc < 3) {
-        fprintf(stderr, "usage: negatives SAMPLES_DIR N_TRIALS [SEED] [N_VENDORS]\n");
+        fprintf(stderr, "usage: negatives SAMPLES_DIR N_TRIALS [SEED] [N_VENDORS] [N_ISSUED]\n");
         return 2;
     }
     long ntrials = atol(argv[2]);
     rng_state = argc > 3 ? strtoull(argv[3], NULL, 10) * 2654435761ull + 1 : 88172645463325252ull;
     int nv = argc > 4 ? atoi(argv[4]) : 10;
+    int nissued = argc > 5 ? atoi(argv[5]) : 500;
+    if (nv < 2 || nissued < 1) {
+        fprintf(stderr, "negatives: at least 2 vendors and 1 issued serial each\n");
+        return 2;
+    }
     ct_ctx *ctx = NULL;
     if (ct_ctx_new("/nonexistent-negatives-home", &ctx) != CT_OK) {
         return 2;
     }
-    img base[64], foreign[64];
+    img base[64], foreign[64], sibling[64];
     int nb = load_dir(ctx, argv[1], base, 64);
     if (nb == 0) {
         fprintf(stderr, "negatives: no images in %s\n", argv[1]);
@@ -282,6 +298,10 @@ int main(int argc, char **argv)
     /* Our studio: a sync key and nv vendor keys. Another studio: its own. */
     uint8_t sync[WM_KEYBYTES], osync[WM_KEYBYTES], okey[WM_KEYBYTES];
     vfy_key *keys = calloc((size_t)nv, sizeof *keys);
+    uint32_t *issued = calloc((size_t)nv * (size_t)nissued, sizeof *issued);
+    if (keys == NULL || issued == NULL) {
+        return 2;
+    }
     randombytes_buf(sync, sizeof sync);
     randombytes_buf(osync, sizeof osync);
     randombytes_buf(okey, sizeof okey);
@@ -289,42 +309,64 @@ int main(int argc, char **argv)
         keys[v].vendor_id = (uint32_t)v + 1;
         keys[v].epoch = 1;
         randombytes_buf(keys[v].key, sizeof keys[v].key);
+        for (int s = 0; s < nissued; s++) {
+            issued[(size_t)v * nissued + s] = randombytes_random() | 1u;
+        }
+        keys[v].issued = issued + (size_t)v * nissued;
+        keys[v].nissued = (size_t)nissued;
     }
     for (int i = 0; i < nb; i++) {
         size_t n = (size_t)base[i].w * base[i].h;
         float *d = malloc(sizeof(float) * n);
         foreign[i] = base[i];
         foreign[i].y = malloc(sizeof(float) * n);
+        sibling[i] = base[i];
+        sibling[i].y = malloc(sizeof(float) * n);
         wm_plane pl = {base[i].w, base[i].h, base[i].y, NULL, NULL, NULL, true};
         wm_embed_params prm = {1.0, 12345};
-        if (d == NULL || foreign[i].y == NULL || wm_embed(ctx, &pl, osync, okey, &prm, d) != CT_OK) {
+        if (d == NULL || foreign[i].y == NULL || sibling[i].y == NULL ||
+            wm_embed(ctx, &pl, osync, okey, &prm, d) != CT_OK) {
             return 2;
         }
         for (size_t k = 0; k < n; k++) {
             foreign[i].y[k] = fminf(255, fmaxf(0, rintf(base[i].y[k] + d[k])));
         }
+        /* our vendor 1, one of its issued serials */
+        prm.serial = keys[0].issued[i % nissued];
+        if (wm_embed(ctx, &pl, sync, keys[0].key, &prm, d) != CT_OK) {
+            return 2;
+        }
+        for (size_t k = 0; k < n; k++) {
+            sibling[i].y[k] = fminf(255, fmaxf(0, rintf(base[i].y[k] + d[k])));
+        }
         free(d);
     }
-    static const char *KIND[] = {"crop", "foreign", "noise", "flat", "gradient"};
+    static const char *KIND[] = {"crop", "foreign", "noise", "flat", "gradient", "sibling"};
     long hits = 0;
     uint64_t total_trials = 0;
     long agree48 = 0;
     uint64_t bench_checks = 0;
-    printf("trial,kind,width,height,identified,trials,sync_z,tag_agree_top,tag_agree_max,tag_checks\n");
+    double zmax = 0;
+    printf("trial,kind,width,height,identified,trials,sync_z,tag_agree_top,tag_agree_max,"
+           "tag_checks,issued_tests,issued_z\n");
     for (long t = 0; t < ntrials; t++) {
-        int kind = (int)(t % 5);
+        int kind = (int)(t % 6);
         int pick = (int)(urand() * nb);
-        img im = kind == 0 ? attacked_crop(&base[pick])
+        img im = kind == 0   ? attacked_crop(&base[pick])
                  : kind == 1 ? attacked_crop(&foreign[pick])
+                 : kind == 5 ? attacked_crop(&sibling[pick])
                              : synthetic(kind - 2);
         vfy_input in = {im.w, im.h, im.y, NULL};
         vfy_result r;
-        if (vfy_detect(ctx, &in, sync, keys, (size_t)nv, &r) != CT_OK) {
+        /* siblings: vendor 1 marked it, so only the others are asked */
+        const vfy_key *ask = kind == 5 ? keys + 1 : keys;
+        size_t nask = kind == 5 ? (size_t)nv - 1 : (size_t)nv;
+        if (vfy_detect(ctx, &in, sync, ask, nask, &r) != CT_OK) {
             fprintf(stderr, "negatives: %s\n", ct_errmsg(ctx));
             return 2;
         }
         tag_stats ts;
-        if (tag_agreement(ctx, &im, keys, nv, &ts) != 0) {
+        if (tag_agreement(ctx, &im, ask, (int)nask, &ts) != 0) {
             fprintf(stderr, "negatives: bench-side decode failed: %s\n", ct_errmsg(ctx));
             return 2;
         }
@@ -332,8 +374,12 @@ int main(int argc, char **argv)
         total_trials += r.trials;
         agree48 += ts.max == WM_TAG_BITS;
         bench_checks += (uint64_t)ts.checks;
-        printf("%ld,%s,%u,%u,%d,%llu,%.3f,%d,%d,%d\n", t, KIND[kind], im.w, im.h, r.nhits > 0,
-               (unsigned long long)r.trials, r.sync_z, ts.top, ts.max, ts.checks);
+        if (r.issued_z > zmax) {
+            zmax = r.issued_z;
+        }
+        printf("%ld,%s,%u,%u,%d,%llu,%.3f,%d,%d,%d,%llu,%.3f\n", t, KIND[kind], im.w, im.h,
+               r.nhits > 0, (unsigned long long)r.trials, r.sync_z, ts.top, ts.max, ts.checks,
+               (unsigned long long)r.issued_tests, r.issued_z);
         free(im.y);
         if ((t + 1) % 500 == 0) {
             fprintf(stderr, "negatives: %ld/%ld trials, %ld identified\n", t + 1, ntrials, hits);
@@ -343,11 +389,15 @@ int main(int argc, char **argv)
             (unsigned long long)total_trials, hits);
     fprintf(stderr, "negatives: bench-side decode: %llu tag checks, %ld with all 48 tag bits matching\n",
             (unsigned long long)bench_checks, agree48);
+    fprintf(stderr, "negatives: issued serials: %d a vendor, best correlation over all trials %.2f sigma\n",
+            nissued, zmax);
     for (int i = 0; i < nb; i++) {
         free(base[i].y);
         free(foreign[i].y);
+        free(sibling[i].y);
     }
     free(keys);
+    free(issued);
     ct_ctx_free(ctx);
     return hits == 0 ? 0 : 3;
 }

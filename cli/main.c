@@ -860,32 +860,13 @@ static int cmd_embed(cli *c, int argc, char **argv)
             }
             return fail(c, st);
         }
-        if (json) {
-            printf("{\"input\":");
-            json_string_out(input);
-            printf(",\"output\":");
-            json_string_out(output);
-            printf(",\"asset\":");
-            json_string_out(asset);
-            printf(",\"vendor\":");
-            json_string_out(r.vendor);
-            printf(",\"vendor_id\":%u,\"serial\":%u,\"width\":%u,\"height\":%u,"
-                   "\"frames\":%" PRIu64 ",\"duration_s\":%.3f,\"psnr_y\":%.2f,"
-                   "\"ssim_y\":%.5f,\"strength\":%g,\"record_id\":%" PRIu64 "}\n",
-                   r.vendor_id, r.serial, r.width, r.height, r.frames, r.duration, r.psnr,
-                   r.ssim, r.strength, r.record_id);
-        } else {
-            printf("%s -> %s: %" PRIu64 " frames marked for %s (vendor %u), serial %u, "
-                   "PSNR-Y %.1f dB, ledger record %" PRIu64 "\n",
-                   input, output, r.frames, r.vendor, r.vendor_id, r.serial, r.psnr,
-                   r.record_id);
+    } else {
+        st = ct_embed_file(c->ctx, vendor, input, output, &eo, &r);
+        if (st != CT_OK) {
+            return fail(c, st);
         }
-        return 0;
     }
-    st = ct_embed_file(c->ctx, vendor, input, output, &eo, &r);
-    if (st != CT_OK) {
-        return fail(c, st);
-    }
+    int moving = kind != CT_MEDIA_IMAGE;
     if (json) {
         printf("{\"input\":");
         json_string_out(input);
@@ -895,10 +876,17 @@ static int cmd_embed(cli *c, int argc, char **argv)
         json_string_out(asset);
         printf(",\"vendor\":");
         json_string_out(r.vendor);
-        printf(",\"vendor_id\":%u,\"serial\":%u,\"width\":%u,\"height\":%u,"
-               "\"psnr_y\":%.2f,\"ssim_y\":%.5f,\"strength\":%g,\"record_id\":%" PRIu64 "}\n",
-               r.vendor_id, r.serial, r.width, r.height, r.psnr, r.ssim, r.strength,
-               r.record_id);
+        printf(",\"vendor_id\":%u,\"serial\":%u,\"width\":%u,\"height\":%u,", r.vendor_id,
+               r.serial, r.width, r.height);
+        if (moving) {
+            printf("\"frames\":%" PRIu64 ",\"duration_s\":%.3f,", r.frames, r.duration);
+        }
+        printf("\"psnr_y\":%.2f,\"ssim_y\":%.5f,\"strength\":%g,\"record_id\":%" PRIu64 "}\n",
+               r.psnr, r.ssim, r.strength, r.record_id);
+    } else if (moving) {
+        printf("%s -> %s: %" PRIu64 " frames marked for %s (vendor %u), serial %u, "
+               "PSNR-Y %.1f dB, ledger record %" PRIu64 "\n",
+               input, output, r.frames, r.vendor, r.vendor_id, r.serial, r.psnr, r.record_id);
     } else {
         printf("%s -> %s: marked for %s (vendor %u), serial %u, PSNR-Y %.1f dB, SSIM %.4f, "
                "ledger record %" PRIu64 "\n",

@@ -51,6 +51,54 @@ ct_status sto_serial_claim(ct_ctx *ctx, uint32_t serial)
     return st;
 }
 
+ct_status sto_vendor_serials(ct_ctx *ctx, uint32_t vendor_id, uint32_t **out, size_t *n)
+{
+    sqlite3 *db;
+    sqlite3_stmt *q = NULL;
+    uint32_t *v = NULL;
+    size_t len = 0, cap = 0;
+    *out = NULL;
+    *n = 0;
+    ct_status st = sto_db(ctx, &db);
+    if (st != CT_OK) {
+        return st;
+    }
+    if (sqlite3_prepare_v2(db, "SELECT serial FROM records WHERE vendor_id = ? ORDER BY id", -1,
+                           &q, NULL) != SQLITE_OK) {
+        return sto_fail(ctx, db, "read issued serials");
+    }
+    sqlite3_bind_int64(q, 1, (sqlite3_int64)vendor_id);
+    int rc;
+    while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+        sqlite3_int64 s = sqlite3_column_int64(q, 0);
+        if (s <= 0 || s > UINT32_MAX) {
+            continue; /* not a serial any mark can carry */
+        }
+        if (len == cap) {
+            size_t nc = cap == 0 ? 64 : 2 * cap;
+            uint32_t *nv = ct_reallocarray(ctx, v, nc, sizeof *v);
+            if (nv == NULL) {
+                st = CT_ERR_NOMEM;
+                break;
+            }
+            v = nv;
+            cap = nc;
+        }
+        v[len++] = (uint32_t)s;
+    }
+    if (st == CT_OK && rc != SQLITE_DONE) {
+        st = sto_fail(ctx, db, "read issued serials");
+    }
+    sqlite3_finalize(q);
+    if (st != CT_OK) {
+        free(v);
+        return st;
+    }
+    *out = v;
+    *n = len;
+    return CT_OK;
+}
+
 static int hex_to(uint8_t *out, size_t n, const unsigned char *hex)
 {
     if (hex == NULL || strlen((const char *)hex) != 2 * n) {

@@ -84,6 +84,10 @@ typedef struct sto_filter {
  * if the embed that claimed it never records. */
 ct_status sto_serial_claim(ct_ctx *ctx, uint32_t serial);
 
+/* Every serial the ledger records as issued to vendor_id, in record
+ * order: *out (caller frees; NULL when none) and *n. */
+ct_status sto_vendor_serials(ct_ctx *ctx, uint32_t vendor_id, uint32_t **out, size_t *n);
+
 /* Called inside the append transaction with rec->id and rec->prev_hash set
  * from the current head: fill rec->record_hash and rec->signature. */
 typedef ct_status (*sto_seal_fn)(ct_ctx *ctx, sto_record *rec, void *arg);

@@ -145,6 +145,7 @@ static plane transform(const plane *in, double s, double deg, bool mirror, uint3
 
 static void make_key(vfy_key *k, uint32_t vendor, uint8_t seed)
 {
+    memset(k, 0, sizeof *k);
     k->vendor_id = vendor;
     k->epoch = 1;
     for (int i = 0; i < WM_KEYBYTES; i++) {
@@ -348,18 +349,31 @@ static void test_false_positives(ct_ctx *ctx, int nimg)
     vfy_key keys[5];
     rng r = {31337};
     float *y = malloc((size_t)512 * 512 * sizeof *y);
+    /* A ledger of 400 issued serials a vendor: every one is tested too. */
+    enum { NISSUED = 400 };
+    uint32_t *issued = malloc(5 * NISSUED * sizeof *issued);
     uint64_t trials = 0;
     int hits = 0, bad_st = 0, bad_fpp = 0, bad_trials = 0, per_kind[5] = {0};
+    double zmax = 0;
+    int z_over4 = 0;
 
-    CHECK(y != NULL);
-    if (y == NULL) {
+    CHECK(y != NULL && issued != NULL);
+    if (y == NULL || issued == NULL) {
+        free(y);
+        free(issued);
         return;
     }
     rng_bytes(&r, skey, sizeof skey);
+    memset(keys, 0, sizeof keys);
     for (int k = 0; k < 5; k++) {
         keys[k].vendor_id = (uint32_t)(100 + k);
         keys[k].epoch = 1;
         rng_bytes(&r, keys[k].key, sizeof keys[k].key);
+        for (int s = 0; s < NISSUED; s++) {
+            issued[k * NISSUED + s] = (uint32_t)(rng_u64(&r) | 1u);
+        }
+        keys[k].issued = issued + k * NISSUED;
+        keys[k].nissued = NISSUED;
     }
     for (int i = 0; i < nimg; i++) {
         /* mostly the small sizes, to keep the run short */
@@ -374,7 +388,17 @@ static void test_false_positives(ct_ctx *ctx, int nimg)
         hits += res.nhits;
         trials += res.trials;
         per_kind[kind] += (int)res.trials;
-        bad_fpp += res.false_positive_probability != (double)res.trials * ldexp(1.0, -WM_TAG_BITS);
+        /* tag checks at 2^-48 each, plus the issued tests' share (1e-11) */
+        double tags = (double)res.trials * ldexp(1.0, -WM_TAG_BITS);
+        bad_fpp += !(res.false_positive_probability > tags &&
+                     res.false_positive_probability <= tags + 1e-10);
+        bad_fpp += res.issued_tests != (uint64_t)5 * NISSUED * 20;
+        if (res.issued_z > zmax) {
+            zmax = res.issued_z;
+        }
+        /* Under no mark each test is sub-Gaussian: P(z >= 4) <= e^-8 per
+         * test, and an image runs up to 2000 x 8 of them. */
+        z_over4 += res.issued_z >= 4.0;
         /* every decoded candidate is tried with every key */
         bad_trials += res.trials == 0 || res.trials % 5 != 0;
         if (res.nhits > 0) {
@@ -383,15 +407,108 @@ static void test_false_positives(ct_ctx *ctx, int nimg)
         }
     }
     printf("  %d unmarked images x 5 keys: %d hits, %llu trials (noise %d, flat %d, gradient "
-           "%d, grain %d, grating %d)\n",
+           "%d, grain %d, grating %d); issued serials: best z %.2f, %d images with z >= 4\n",
            nimg, hits, (unsigned long long)trials, per_kind[0], per_kind[1], per_kind[2],
-           per_kind[3], per_kind[4]);
+           per_kind[3], per_kind[4], zmax, z_over4);
+    /* The pass threshold for 2000 serials x 20 folds is 8.1 sigma. */
+    CHECK(zmax < 6.5);
     CHECK(bad_st == 0);
     CHECK(hits == 0);
     CHECK(bad_fpp == 0);
     CHECK(bad_trials == 0);
     CHECK(trials >= (uint64_t)nimg * 5);
     free(y);
+    free(issued);
+}
+
+/* ---- issued serials --------------------------------------------------------------- */
+
+/* A mark too weak to decode is still named when the ledger lists its
+ * serial, and only then: the same picture with the serial missing from
+ * the list (other serials of the same vendor listed) names no one, and
+ * another vendor's list never names that vendor. */
+static void test_issued(ct_ctx *ctx)
+{
+    const uint32_t W = 512, H = 512;
+    const size_t n = (size_t)W * H;
+    const uint32_t serial = 0x0badcafeu;
+    uint8_t skey[WM_KEYBYTES];
+    vfy_key keys[2];
+    uint32_t list_a[64], list_b[64];
+    float *orig = malloc(n * sizeof *orig), *delta = malloc(n * sizeof *delta);
+    float *sus = malloc(n * sizeof *sus);
+    rng r = {77};
+    int decoded = 0, named = 0, named_without = 0, wrong = 0, tried = 0;
+
+    CHECK(orig != NULL && delta != NULL && sus != NULL);
+    if (orig == NULL || delta == NULL || sus == NULL) {
+        goto done;
+    }
+    rng_bytes(&r, skey, sizeof skey);
+    make_key(&keys[0], 5, 41); /* marks the picture */
+    make_key(&keys[1], 6, 42);
+    for (int s = 0; s < 64; s++) {
+        list_a[s] = (uint32_t)(rng_u64(&r) | 1u);
+        list_b[s] = (uint32_t)(rng_u64(&r) | 1u);
+    }
+    for (size_t i = 0; i < n; i++) {
+        orig[i] = clamp255(128.0 + 6.0 * rng_gauss(&r));
+    }
+    wm_plane pl = {W, H, orig, NULL, NULL, NULL, true};
+    /* Weak marks under strong noise: around the decoder's edge. */
+    const double cell = WM_CELLS / (double)wm_period_for(W, H);
+    const vfy_geom geom = {{{cell, 0}, {0, cell}}, 0};
+    for (int t = 0; t < 8; t++) {
+        wm_embed_params prm = {0.08 + 0.01 * t, serial};
+        CHECK_ST(wm_embed(ctx, &pl, skey, keys[0].key, &prm, delta), CT_OK);
+        for (size_t i = 0; i < n; i++) {
+            sus[i] = clamp255(orig[i] + delta[i] + 4.0 * rng_gauss(&r));
+        }
+        vfy_input in = {W, H, sus, NULL};
+        vfy_result res;
+        /* without a ledger: decoding only */
+        keys[0].issued = NULL;
+        keys[0].nissued = 0;
+        keys[1].issued = NULL;
+        keys[1].nissued = 0;
+        CHECK_ST(vfy_try_geometry(ctx, &in, skey, keys, 2, &geom, &res), CT_OK);
+        decoded += res.nhits > 0;
+        /* the ledger lists the serial among others */
+        list_a[37] = serial;
+        keys[0].issued = list_a;
+        keys[0].nissued = 64;
+        keys[1].issued = list_b;
+        keys[1].nissued = 64;
+        CHECK_ST(vfy_try_geometry(ctx, &in, skey, keys, 2, &geom, &res), CT_OK);
+        tried++;
+        printf("  strength %.2f: sync z %.1f, issued z %.1f, %s\n", prm.strength, res.sync_z,
+               res.issued_z, res.nhits > 0 ? (res.hits[0].issued ? "named (issued)" : "decoded") : "-");
+        if (res.nhits > 0) {
+            named += res.hits[0].vendor_id == 5 && res.hits[0].serial == serial;
+            wrong += res.hits[0].vendor_id != 5;
+            CHECK(res.false_positive_probability <= 1e-9);
+        }
+        /* the ledger does not list it: only a decode may name vendor 5 */
+        list_a[37] = serial ^ 0x40000u;
+        CHECK_ST(vfy_try_geometry(ctx, &in, skey, keys, 2, &geom, &res), CT_OK);
+        for (int h = 0; h < res.nhits; h++) {
+            wrong += res.hits[h].vendor_id != 5;
+            named_without += res.hits[h].issued;
+        }
+        /* only vendor 6's list, with vendor 6's key: never a name */
+        CHECK_ST(vfy_try_geometry(ctx, &in, skey, &keys[1], 1, &geom, &res), CT_OK);
+        wrong += res.nhits;
+    }
+    printf("  weak marks: %d of %d decoded without the ledger, %d named with it\n", decoded,
+           tried, named);
+    CHECK(named > decoded);
+    CHECK(named >= 3);
+    CHECK(named_without == 0);
+    CHECK(wrong == 0);
+done:
+    free(orig);
+    free(delta);
+    free(sus);
 }
 
 /* ---- small inputs ------------------------------------------------------------------ */
@@ -639,6 +756,9 @@ int main(int argc, char **argv)
     t = now_s();
     test_cel_figure(ctx);
     printf("cel figure: %.2f s\n", now_s() - t);
+    t = now_s();
+    test_issued(ctx);
+    printf("issued serials: %.2f s\n", now_s() - t);
     t = now_s();
     test_false_positives(ctx, nfp);
     printf("false positives: %.2f s\n", now_s() - t);

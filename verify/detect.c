@@ -5,7 +5,19 @@
  * "fold before decoding"). The offset comes from the phases of the sync
  * frequencies in the folded tile. Each vendor key then despreads the
  * chips and a soft Viterbi decode gives 80 bits; only a tag that verifies
- * under that vendor's key names the vendor. */
+ * under that vendor's key names the vendor.
+ *
+ * Decoding 80 bits from nothing needs strong evidence (a payload z of
+ * about 12). The studio knows more than nothing: the ledger lists every
+ * serial it issued to each vendor, so the verifier also tests each of
+ * those codewords directly against the chips (a list of hypotheses, not a
+ * decode), which names a mark from much weaker evidence. Its null is
+ * exact: the keyed spreading makes each chip's sign an independent fair
+ * coin under any key that did not mark the file, so for chips c the
+ * statistic z = sum(c_i s_i) / |c| has P(z >= t) <= exp(-t^2 / 2)
+ * (Hoeffding), whatever the picture. Every test the search may run is
+ * counted before it starts, and the threshold makes all of them together
+ * pass by chance with probability at most ISSUED_EPS. */
 #include "vfy.h"
 
 #include <complex.h>
@@ -21,6 +33,10 @@
 #define DECODE_CANDS 2
 #define REFINE_Z 5.0
 #define DECODE_LIST 8
+/* Chance that any issued-serial test of one search passes on a file that
+ * carries none of those marks (added to the verdict's probability). */
+#define ISSUED_EPS 1e-11
+#define CODED_BYTES ((WM_CODED_BITS + 7) / 8)
 
 typedef struct level {
     uint32_t w, h;
@@ -344,6 +360,129 @@ static void decode_all(const float chips[WM_NCELLS], const vfy_key *keys, size_t
     }
 }
 
+/* The issued serials of every key as packed codewords, built on first
+ * use (one keyed hash and one encode per serial). */
+typedef struct issued_set {
+    size_t n;                     /* serials over all keys */
+    uint8_t (*code)[CODED_BYTES]; /* codeword bits, in key order */
+    bool built;
+    uint64_t tests_max;           /* folds the search may run x n */
+    double z_min;                 /* the pass threshold */
+} issued_set;
+
+static void issued_init(issued_set *is, const vfy_key *keys, size_t nkeys, int max_folds)
+{
+    memset(is, 0, sizeof *is);
+    for (size_t k = 0; k < nkeys; k++) {
+        is->n += keys[k].issued != NULL ? keys[k].nissued : 0;
+    }
+    if (is->n > 0) {
+        is->tests_max = (uint64_t)is->n * (uint64_t)max_folds;
+        /* tests_max * exp(-z^2 / 2) = ISSUED_EPS */
+        is->z_min = sqrt(2.0 * log((double)is->tests_max / ISSUED_EPS));
+    }
+}
+
+static ct_status issued_build(ct_ctx *ctx, issued_set *is, const vfy_key *keys, size_t nkeys)
+{
+    if (is->built || is->n == 0) {
+        return CT_OK;
+    }
+    is->code = ct_mallocarray(ctx, is->n, sizeof *is->code);
+    if (is->code == NULL) {
+        return CT_ERR_NOMEM;
+    }
+    size_t j = 0;
+    uint8_t info[WM_INFO_BITS], coded[WM_CODED_BITS];
+    for (size_t k = 0; k < nkeys; k++) {
+        for (size_t s = 0; keys[k].issued != NULL && s < keys[k].nissued; s++, j++) {
+            wm_payload_make(keys[k].key, keys[k].issued[s], info);
+            wm_code_encode(info, coded);
+            memset(is->code[j], 0, CODED_BYTES);
+            for (int b = 0; b < WM_CODED_BITS; b++) {
+                is->code[j][b >> 3] |= (uint8_t)((coded[b] & 1u) << (b & 7));
+            }
+        }
+    }
+    sodium_memzero(info, sizeof info);
+    is->built = true;
+    return CT_OK;
+}
+
+/* Test every issued codeword against one set of chips; a codeword at or
+ * above the threshold names its key's vendor with that serial (the best
+ * per key). out->issued_z keeps the best z seen. */
+static ct_status test_issued(ct_ctx *ctx, issued_set *is, const float chips[WM_NCELLS],
+                             const vfy_key *keys, size_t nkeys, vfy_result *out)
+{
+    if (is->n == 0) {
+        return CT_OK;
+    }
+    ct_status st = issued_build(ctx, is, keys, nkeys);
+    if (st != CT_OK) {
+        return st;
+    }
+    double e2 = 0;
+    for (int i = 0; i < WM_NCELLS; i++) {
+        e2 += (double)chips[i] * chips[i];
+    }
+    if (e2 <= 0) {
+        return CT_OK;
+    }
+    double norm = 1.0 / sqrt(e2);
+    wm_spread spread;
+    float soft[WM_CODED_BITS];
+    size_t j = 0;
+    for (size_t k = 0; k < nkeys; k++) {
+        size_t ns = keys[k].issued != NULL ? keys[k].nissued : 0;
+        if (ns == 0) {
+            continue;
+        }
+        /* sum(c_i s_i) = sum over coded bits of +-(despread chips of the bit) */
+        wm_spread_init(&spread, keys[k].key);
+        memset(soft, 0, sizeof soft);
+        for (int i = 0; i < WM_NCELLS; i++) {
+            soft[spread.bit_of_cell[i]] += chips[i] * spread.pn[i];
+        }
+        double best = -INFINITY;
+        uint32_t best_serial = 0;
+        for (size_t s = 0; s < ns; s++, j++) {
+            const uint8_t *c = is->code[j];
+            double acc = 0;
+            for (int b = 0; b < WM_CODED_BITS; b++) {
+                acc += (c[b >> 3] >> (b & 7)) & 1u ? -soft[b] : soft[b];
+            }
+            if (acc > best) {
+                best = acc;
+                best_serial = keys[k].issued[s];
+            }
+        }
+        double z = best * norm;
+        if (z > out->issued_z) {
+            out->issued_z = z;
+        }
+        if (z >= is->z_min && out->nhits < VFY_MAX_HITS) {
+            bool seen = false;
+            for (int h = 0; h < out->nhits; h++) {
+                seen |= out->hits[h].vendor_id == keys[k].vendor_id;
+            }
+            if (!seen) {
+                out->hits[out->nhits++] = (vfy_hit){keys[k].vendor_id, keys[k].epoch, best_serial,
+                                                    z, true};
+            }
+        }
+    }
+    return CT_OK;
+}
+
+/* The verdict's probability: every tag check at 2^-48, and the
+ * issued-serial tests together at ISSUED_EPS (their threshold). */
+static double fpp_of(const vfy_result *r, const issued_set *is)
+{
+    double p = (double)r->trials * ldexp(1.0, -WM_TAG_BITS) + (is->n > 0 ? ISSUED_EPS : 0.0);
+    return fmin(1.0, p);
+}
+
 /* Geometry refinement from the offsets of image patches: each patch folded
  * on its own finds the tile at t0 + D x (x the patch centre), where D is
  * what the map still lacks. A least-squares fit of D over the patches that
@@ -429,9 +568,15 @@ ct_status vfy_detect(ct_ctx *ctx, const vfy_input *in, const uint8_t sync_key[WM
     folded *fd = NULL, *fd2 = NULL;
     float chips[WM_NCELLS];
 
+    issued_set is;
     memset(out, 0, sizeof *out);
     memset(lv, 0, sizeof lv);
+    /* At most two candidates a pass, each folded twice (refined). */
+    issued_init(&is, keys, nkeys, (NLEVEL + 1) * DECODE_CANDS * 2);
+    out->issued_tests = is.tests_max;
+    out->issued_z = -INFINITY;
     if (in->w < 64 || in->h < 64) {
+        out->issued_z = 0;
         return CT_OK; /* too small to carry a tile: nothing found */
     }
     wm_sync_init(&sync, sync_key);
@@ -534,6 +679,12 @@ ct_status vfy_detect(ct_ctx *ctx, const vfy_input *in, const uint8_t sync_key[WM
                 out->sync_z = fd->z;
             }
             decode_all(chips, keys, nkeys, out);
+            if (out->nhits == 0) {
+                st = test_issued(ctx, &is, chips, keys, nkeys, out);
+                if (st != CT_OK) {
+                    goto done;
+                }
+            }
             /* A clear sync that does not decode is often a map a little
              * off: refine it from patch offsets and try once more. */
             if (out->nhits == 0 && fd->z >= REFINE_Z &&
@@ -542,11 +693,21 @@ ct_status vfy_detect(ct_ctx *ctx, const vfy_input *in, const uint8_t sync_key[WM
                 find_offset(fd, &sync);
                 chips_of(fd, &sync, fd2->wsum, chips);
                 decode_all(chips, keys, nkeys, out);
+                if (out->nhits == 0) {
+                    st = test_issued(ctx, &is, chips, keys, nkeys, out);
+                    if (st != CT_OK) {
+                        goto done;
+                    }
+                }
             }
         }
     }
-    out->false_positive_probability = fmin(1.0, (double)out->trials * ldexp(1.0, -WM_TAG_BITS));
+    out->false_positive_probability = fpp_of(out, &is);
+    if (out->issued_z == -INFINITY) {
+        out->issued_z = 0;
+    }
 done:
+    free(is.code);
     for (int l = 0; l < nlv; l++) {
         if (l > 0) {
             free(lv[l].y);
@@ -569,8 +730,11 @@ ct_status vfy_try_geometry(ct_ctx *ctx, const vfy_input *in, const uint8_t sync_
     float *white = NULL;
     float chips[WM_NCELLS];
     vfy_geom g = *geom;
+    issued_set is;
 
     memset(out, 0, sizeof *out);
+    issued_init(&is, keys, nkeys, 2);
+    out->issued_tests = is.tests_max;
     wm_sync_init(&sync, sync_key);
     fd = ct_malloc(ctx, sizeof *fd);
     fd2 = ct_malloc(ctx, sizeof *fd2);
@@ -591,12 +755,19 @@ ct_status vfy_try_geometry(ct_ctx *ctx, const vfy_input *in, const uint8_t sync_
             out->sync_z = fd->z;
         }
         decode_all(chips, keys, nkeys, out);
+        if (out->nhits == 0) {
+            st = test_issued(ctx, &is, chips, keys, nkeys, out);
+            if (st != CT_OK) {
+                goto done;
+            }
+        }
         if (out->nhits > 0 || !refine_by_patches(white, in->w, in->h, &g, fd, &sync, fd2)) {
             break;
         }
     }
-    out->false_positive_probability = fmin(1.0, (double)out->trials * ldexp(1.0, -WM_TAG_BITS));
+    out->false_positive_probability = fpp_of(out, &is);
 done:
+    free(is.code);
     free(fd);
     free(fd2);
     free(white);

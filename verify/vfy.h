@@ -23,6 +23,10 @@ typedef struct vfy_key {
     uint32_t vendor_id;
     uint32_t epoch;
     uint8_t key[WM_KEYBYTES];
+    /* Serials the ledger records as issued under this key (may be NULL):
+     * besides decoding, each is tested directly (see detect.c). */
+    const uint32_t *issued;
+    size_t nissued;
 } vfy_key;
 
 #define VFY_MAX_HITS 8
@@ -32,6 +36,7 @@ typedef struct vfy_hit {
     uint32_t epoch;
     uint32_t serial;
     double msg_z;  /* correlation of the decoded codeword with the chips, in sigmas */
+    bool issued;   /* found by testing an issued serial, not by decoding */
 } vfy_hit;
 
 typedef struct vfy_result {
@@ -45,7 +50,13 @@ typedef struct vfy_result {
     /* Every (geometry candidate, vendor key) pair that was decoded is one
      * chance for noise to pass the 48-bit tag. */
     uint64_t trials;
-    double false_positive_probability; /* trials * 2^-48, at most 1 */
+    /* The issued-serial tests: the most a search can run (fixed before it
+     * starts: every candidate it may fold times every issued serial) and
+     * the best correlation seen, in sigmas. */
+    uint64_t issued_tests;
+    double issued_z;
+    /* trials * 2^-48 + issued_tests * exp(-issued_z^2 / 2), at most 1 */
+    double false_positive_probability;
 } vfy_result;
 
 ct_status vfy_detect(ct_ctx *ctx, const vfy_input *in, const uint8_t sync_key[WM_KEYBYTES],

@@ -259,7 +259,9 @@ typedef struct ct_record {
 /* Which path named the vendor of a verdict. */
 typedef enum ct_named_by {
     CT_NAMED_NONE = 0,
-    CT_NAMED_BLIND = 1,    /* the authenticated payload, from the file alone */
+    CT_NAMED_BLIND = 1,    /* the payload, from the file alone: decoded and
+                              authenticated, or the codeword of a serial the
+                              ledger issued (payload_issued) */
     CT_NAMED_INFORMED = 2  /* the recipient's pattern, against the original */
 } ct_named_by;
 
@@ -323,6 +325,9 @@ typedef struct ct_verdict {
     int mirrored;
     uint32_t width, height;
     uint64_t trials;                /* candidate decodes the probability counts */
+    int payload_issued;             /* 1 if the payload was found by testing the
+                                       serials the ledger issued, not decoded */
+    uint64_t issued_tests;          /* issued-serial tests the probability counts */
     int has_record;                 /* 1 if the ledger holds the issue of the
                                        first mark found (vendor_id, serial) */
     ct_record record;               /* that issue, when has_record */

@@ -3,11 +3,15 @@
 # real tools) must show no false accusation and no identification rate below
 # the floors in bench/gate-floor.tsv. The floors are the rates measured when
 # the gate was set (see the file): a drop means the mark got weaker.
+# CT_GATE_ARGS adds bench/run options, e.g. CT_GATE_ARGS="--strength 0.35"
+# to see the gate fail on a deliberately weakened mark.
 set -euo pipefail
 out="$CT_TMP/bench-gate.$$"
 rm -rf "$out"
 rc=0
-CELTRACE="$CELTRACE" "$CT_SRC/bench/run" --quick --out "$out" --jobs 2 > "$out.log" 2>&1 || rc=$?
+read -r -a extra <<< "${CT_GATE_ARGS:-}"
+CELTRACE="$CELTRACE" "$CT_SRC/bench/run" --quick --out "$out" --jobs 2 "${extra[@]}" \
+    > "$out.log" 2>&1 || rc=$?
 cat "$out.log"
 if [ "$rc" -eq 3 ]; then
   echo "bench gate: FALSE ACCUSATION"
