@@ -339,6 +339,7 @@ static bool decode_key(const float chips[WM_NCELLS], const vfy_key *k, vfy_hit *
         hit->epoch = k->epoch;
         hit->serial = serial;
         hit->msg_z = e2 > 0 ? acc / sqrt(e2) : 0;
+        hit->issued = false;
         ok = true;
     }
     sodium_memzero(info, sizeof info);
