@@ -301,6 +301,18 @@ static void chips_of(const folded *f, const wm_sync *sy, float *clean, float chi
     }
 }
 
+/* The soft value of each coded bit: its cells' chips despread with the
+ * key's +-1 sequence and added up (decoding and the issued-serial tests
+ * start from the same sums). */
+static void despread(const float chips[WM_NCELLS], const wm_spread *sp,
+                     float soft[WM_CODED_BITS])
+{
+    memset(soft, 0, WM_CODED_BITS * sizeof *soft);
+    for (int i = 0; i < WM_NCELLS; i++) {
+        soft[sp->bit_of_cell[i]] += chips[i] * sp->pn[i];
+    }
+}
+
 /* Despread with one vendor's key and decode. The list Viterbi returns the
  * DECODE_LIST most likely payloads; each is checked against the tag, and
  * each check is one trial for the false-positive count (*tried). */
@@ -313,10 +325,7 @@ static bool decode_key(const float chips[WM_NCELLS], const vfy_key *k, vfy_hit *
     uint32_t serial = 0;
     bool ok = false;
     wm_spread_init(sp, k->key);
-    memset(soft, 0, sizeof soft);
-    for (int i = 0; i < WM_NCELLS; i++) {
-        soft[sp->bit_of_cell[i]] += chips[i] * sp->pn[i];
-    }
+    despread(chips, sp, soft);
     int n = wm_code_decode_list(soft, DECODE_LIST, info);
     if (n < 0) {
         /* Out of memory for the list: the plain decoder needs none. */
@@ -443,10 +452,7 @@ static ct_status test_issued(ct_ctx *ctx, issued_set *is, const float chips[WM_N
         }
         /* sum(c_i s_i) = sum over coded bits of +-(despread chips of the bit) */
         wm_spread_init(&spread, keys[k].key);
-        memset(soft, 0, sizeof soft);
-        for (int i = 0; i < WM_NCELLS; i++) {
-            soft[spread.bit_of_cell[i]] += chips[i] * spread.pn[i];
-        }
+        despread(chips, &spread, soft);
         /* Per byte of a packed codeword, the signed sum of its 8 bits' soft
          * values for each of the 256 byte values: a serial then costs 33
          * lookups instead of 258 (a ledger holds thousands). */
