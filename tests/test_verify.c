@@ -250,8 +250,12 @@ static void test_sync(ct_ctx *ctx)
             CHECK_ST(vfy_detect(ctx, &in, skey, wrong, 2, &res), CT_OK);
             CHECK(res.nhits == 0);
             CHECK(res.trials >= 2);
+            /* A wrong sync key hides the geometry from the spectrum; the
+             * native map (an uncropped copy) needs no sync, so the true
+             * mark may still be named there, but nothing else. */
             CHECK_ST(vfy_detect(ctx, &in, skey_wrong, keys, 3, &res), CT_OK);
-            CHECK(res.nhits == 0);
+            CHECK(res.nhits == 0 || (res.nhits == 1 && res.hits[0].vendor_id == 22 &&
+                                     res.hits[0].serial == serial));
         }
         free(sus.y);
     }
@@ -392,12 +396,13 @@ static void test_false_positives(ct_ctx *ctx, int nimg)
         double tags = (double)res.trials * ldexp(1.0, -WM_TAG_BITS);
         bad_fpp += !(res.false_positive_probability > tags &&
                      res.false_positive_probability <= tags + 1e-10);
-        bad_fpp += res.issued_tests != (uint64_t)5 * NISSUED * 20;
+        /* 20 folds of the search and 8 native ones, counted beforehand */
+        bad_fpp += res.issued_tests != (uint64_t)5 * NISSUED * 28;
         if (res.issued_z > zmax) {
             zmax = res.issued_z;
         }
         /* Under no mark each test is sub-Gaussian: P(z >= 4) <= e^-8 per
-         * test, and an image runs up to 2000 x 8 of them. */
+         * test, and an image runs up to 2000 x 16 of them. */
         z_over4 += res.issued_z >= 4.0;
         /* every decoded candidate is tried with every key */
         bad_trials += res.trials == 0 || res.trials % 5 != 0;
@@ -410,7 +415,7 @@ static void test_false_positives(ct_ctx *ctx, int nimg)
            "%d, grain %d, grating %d); issued serials: best z %.2f, %d images with z >= 4\n",
            nimg, hits, (unsigned long long)trials, per_kind[0], per_kind[1], per_kind[2],
            per_kind[3], per_kind[4], zmax, z_over4);
-    /* The pass threshold for 2000 serials x 20 folds is 8.1 sigma. */
+    /* The pass threshold for 2000 serials x 28 folds is 8.2 sigma. */
     CHECK(zmax < 6.5);
     CHECK(bad_st == 0);
     CHECK(hits == 0);

@@ -579,6 +579,69 @@ typedef struct cand {
     double z;
 } cand;
 
+/* The last resort when the spectrum found nothing that decodes: the map
+ * the suspect has if it is the whole marked picture at any size, upright.
+ * Most leaks are (re-exports, colour and level changes, flattened cels,
+ * resized copies), and under heavy loss the sync's spectral peaks drown
+ * before the folded message does. The embedder anchors the tile at the
+ * top-left corner with a period of wm_period_for(w, h), about 2/9 of the
+ * short side, so a copy of w' x h' has it there with a period of
+ * wm_period_for(w', h') (same size) or 2/9 of its short side (resized).
+ * Each period is folded on the two search levels and decoded at the
+ * offset the sync phases give within a cell of the corner, and at the
+ * corner itself: at most NATIVE_FOLDS folds, counted in the
+ * issued-serial threshold before the search starts. */
+#define NATIVE_FOLDS 8
+
+static ct_status try_native(ct_ctx *ctx, const level *lv, int la, int lb, const wm_sync *sync,
+                            const vfy_key *keys, size_t nkeys, issued_set *is, folded *fd,
+                            folded *fd2, vfy_result *out)
+{
+    float chips[WM_NCELLS];
+    uint32_t w = lv[0].w, h = lv[0].h;
+    double periods[2] = {wm_period_for(w, h), (w < h ? w : h) * 2.0 / 9.0};
+    int np = fabs(periods[1] - periods[0]) < 0.25 ? 1 : 2;
+    int levels[2] = {la, lb};
+    int nl = la == lb ? 1 : 2;
+    for (int li = 0; li < nl && out->nhits == 0; li++) {
+        const level *L = &lv[levels[li]];
+        if (L->white == NULL) {
+            continue;
+        }
+        double scale = (double)(1u << levels[li]);
+        for (int pi = 0; pi < np && out->nhits == 0; pi++) {
+            double per = periods[pi] / scale;
+            if (per < 40.0) {
+                continue; /* below what the sync band resolves */
+            }
+            vfy_geom g = {{{WM_CELLS / per, 0}, {0, WM_CELLS / per}}, 0};
+            fold(L->white, L->w, L->h, &g, fd->tile, fd->wsum);
+            /* A level's pixel i averages pixels 2^l i .. 2^l (i + 1) - 1:
+             * the corner sits (2^l - 1) / 2 pixels into the tile. */
+            double c0 = (scale - 1.0) / 2.0 * WM_CELLS / periods[pi];
+            for (int at = 0; at < 2 && out->nhits == 0; at++) {
+                find_offset_near(fd, sync, c0, c0, at == 0 ? 1.5 : 0.01);
+                chips_of(fd, sync, fd2->wsum, chips);
+                decode_all(chips, keys, nkeys, out);
+                if (out->nhits == 0) {
+                    ct_status st = test_issued(ctx, is, chips, keys, nkeys, out);
+                    if (st != CT_OK) {
+                        return st;
+                    }
+                }
+                if (out->nhits > 0) {
+                    /* the verdict reports the map that named the mark */
+                    out->period = periods[pi];
+                    out->angle = 0;
+                    out->mirrored = false;
+                    out->sync_z = fd->z;
+                }
+            }
+        }
+    }
+    return CT_OK;
+}
+
 ct_status vfy_detect(ct_ctx *ctx, const vfy_input *in, const uint8_t sync_key[WM_KEYBYTES],
                      const vfy_key *keys, size_t nkeys, vfy_result *out)
 {
@@ -592,8 +655,9 @@ ct_status vfy_detect(ct_ctx *ctx, const vfy_input *in, const uint8_t sync_key[WM
     issued_set is;
     memset(out, 0, sizeof *out);
     memset(lv, 0, sizeof lv);
-    /* At most two candidates a pass, each folded twice (refined). */
-    issued_init(&is, keys, nkeys, (NLEVEL + 1) * DECODE_CANDS * 2);
+    /* At most two candidates a pass, each folded twice (refined), and the
+     * native maps of the last resort. */
+    issued_init(&is, keys, nkeys, (NLEVEL + 1) * DECODE_CANDS * 2 + NATIVE_FOLDS);
     out->issued_tests = is.tests_max;
     out->issued_z = -INFINITY;
     if (in->w < 64 || in->h < 64) {
@@ -721,6 +785,13 @@ ct_status vfy_detect(ct_ctx *ctx, const vfy_input *in, const uint8_t sync_key[WM
                     }
                 }
             }
+        }
+    }
+    if (out->nhits == 0) {
+        st = try_native(ctx, lv, pass[0].level, pass[npass > 1 ? 1 : 0].level, &sync, keys, nkeys,
+                        &is, fd, fd2, out);
+        if (st != CT_OK) {
+            goto done;
         }
     }
     out->false_positive_probability = fpp_of(out, &is);
