@@ -105,7 +105,10 @@ static void *big_alloc(size_t n)
 
 void *ct_malloc(ct_ctx *ctx, size_t n)
 {
-    void *p = alloc_should_fail(ctx) ? NULL : n >= BIG_BLOCK ? big_alloc(n) : malloc(n == 0 ? 1 : n);
+    void *p = NULL;
+    if (!alloc_should_fail(ctx)) {
+        p = n >= BIG_BLOCK ? big_alloc(n) : malloc(n == 0 ? 1 : n);
+    }
     if (p == NULL) {
         ct_fail(ctx, CT_ERR_NOMEM, "out of memory (%zu bytes)", n);
     }
