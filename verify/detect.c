@@ -496,6 +496,15 @@ static ct_status test_issued(ct_ctx *ctx, issued_set *is, const float chips[WM_N
     return CT_OK;
 }
 
+/* One set of chips: decode under every key, then, if nothing decoded,
+ * test the issued serials (every map the search folds goes through here). */
+static ct_status name_from(ct_ctx *ctx, issued_set *is, const float chips[WM_NCELLS],
+                           const vfy_key *keys, size_t nkeys, vfy_result *out)
+{
+    decode_all(chips, keys, nkeys, out);
+    return out->nhits == 0 ? test_issued(ctx, is, chips, keys, nkeys, out) : CT_OK;
+}
+
 /* The verdict's probability: every tag check at 2^-48, and the
  * issued-serial tests together at ISSUED_EPS (their threshold). */
 static double fpp_of(const vfy_result *r, const issued_set *is)
@@ -622,12 +631,9 @@ static ct_status try_native(ct_ctx *ctx, const level *lv, int la, int lb, const 
             for (int at = 0; at < 2 && out->nhits == 0; at++) {
                 find_offset_near(fd, sync, c0, c0, at == 0 ? 1.5 : 0.01);
                 chips_of(fd, sync, fd2->wsum, chips);
-                decode_all(chips, keys, nkeys, out);
-                if (out->nhits == 0) {
-                    ct_status st = test_issued(ctx, is, chips, keys, nkeys, out);
-                    if (st != CT_OK) {
-                        return st;
-                    }
+                ct_status st = name_from(ctx, is, chips, keys, nkeys, out);
+                if (st != CT_OK) {
+                    return st;
                 }
                 if (out->nhits > 0) {
                     /* the verdict reports the map that named the mark */
@@ -763,12 +769,9 @@ ct_status vfy_detect(ct_ctx *ctx, const vfy_input *in, const uint8_t sync_key[WM
                 out->mirrored = det < 0;
                 out->sync_z = fd->z;
             }
-            decode_all(chips, keys, nkeys, out);
-            if (out->nhits == 0) {
-                st = test_issued(ctx, &is, chips, keys, nkeys, out);
-                if (st != CT_OK) {
-                    goto done;
-                }
+            st = name_from(ctx, &is, chips, keys, nkeys, out);
+            if (st != CT_OK) {
+                goto done;
             }
             /* A clear sync that does not decode is often a map a little
              * off: refine it from patch offsets and try once more. */
@@ -777,12 +780,9 @@ ct_status vfy_detect(ct_ctx *ctx, const vfy_input *in, const uint8_t sync_key[WM
                 fold(L->white, L->w, L->h, &cands[c].g, fd->tile, fd->wsum);
                 find_offset(fd, &sync);
                 chips_of(fd, &sync, fd2->wsum, chips);
-                decode_all(chips, keys, nkeys, out);
-                if (out->nhits == 0) {
-                    st = test_issued(ctx, &is, chips, keys, nkeys, out);
-                    if (st != CT_OK) {
-                        goto done;
-                    }
+                st = name_from(ctx, &is, chips, keys, nkeys, out);
+                if (st != CT_OK) {
+                    goto done;
                 }
             }
         }
@@ -847,12 +847,9 @@ ct_status vfy_try_geometry(ct_ctx *ctx, const vfy_input *in, const uint8_t sync_
         if (attempt == 0) {
             out->sync_z = fd->z;
         }
-        decode_all(chips, keys, nkeys, out);
-        if (out->nhits == 0) {
-            st = test_issued(ctx, &is, chips, keys, nkeys, out);
-            if (st != CT_OK) {
-                goto done;
-            }
+        st = name_from(ctx, &is, chips, keys, nkeys, out);
+        if (st != CT_OK) {
+            goto done;
         }
         if (out->nhits > 0 || !refine_by_patches(white, in->w, in->h, &g, fd, &sync, fd2)) {
             break;
