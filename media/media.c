@@ -591,13 +591,115 @@ ct_status med_add_luma(ct_ctx *ctx, med_image *img, const float *delta)
 #define LG 0.587f
 #define LB 0.114f
 
-/* Sub-level combinations of +1 steps, by luma: 0, B, R, R+B, G, G+B, R+G. */
+/* Sub-level combinations of +1 steps, in increasing luma: 0, B, R, R+B, G,
+ * G+B, R+G (then 1: all three, a whole level). */
 static const uint8_t SPLIT[7][3] = {{0, 0, 0}, {0, 0, 1}, {1, 0, 0}, {1, 0, 1},
                                     {0, 1, 0}, {0, 1, 1}, {1, 1, 0}};
+/* Midpoints between consecutive SPLIT lumas: the nearest combination to a
+ * fraction f is the number of midpoints below f. */
+static const float SPLIT_MID[7] = {
+    (0 + LB) / 2, (LB + LR) / 2, (LR + LR + LB) / 2, (LR + LB + LG) / 2,
+    (LG + LG + LB) / 2, (LG + LB + LR + LG) / 2, (LR + LG + 1.0f) / 2};
 
 static int clamp_i(int v, int lo, int hi)
 {
     return v < lo ? lo : (v > hi ? hi : v);
+}
+
+/* One pixel of Floyd-Steinberg: realise *dl (+ the error carried into it)
+ * on pixel p, spread the rest to the right (ecur) and to the row below
+ * (enext). Always inlined into a call per (ch, split), so the branches on
+ * the format fold away. */
+static inline __attribute__((always_inline)) void realize_px(uint8_t *restrict p,
+                                                             float *restrict dl,
+                                                             float *restrict ecur,
+                                                             float *restrict enext, uint32_t x,
+                                                             const unsigned ch, const bool split)
+{
+    const bool alpha = ch == 2 || ch == 4;
+    const unsigned colours = alpha ? ch - 1 : ch;
+    if (alpha && p[ch - 1] == 0) {
+        *dl = 0;
+        return;
+    }
+    float want = *dl + ecur[x];
+    float got;
+    if (colours == 3 && split) {
+        float base = floorf(want), frac = want - base;
+        int best = 0;
+        for (int k = 0; k < 7; k++) {
+            best += frac > SPLIT_MID[k];
+        }
+        int b = (int)base;
+        int dv[3];
+        for (int c = 0; c < 3; c++) {
+            int step = best < 7 ? SPLIT[best][c] : 1;
+            int nv = clamp_i(p[c] + b + step, 0, 255);
+            dv[c] = nv - p[c];
+            p[c] = (uint8_t)nv;
+        }
+        got = (float)dv[0] * LR + (float)dv[1] * LG + (float)dv[2] * LB;
+    } else {
+        /* Nearest, ties to even (as lrintf) with no libm call: adding
+         * 1.5 * 2^23 leaves the integer in the low bits. Clamped first
+         * (NaN to 0), so any delta is defined. */
+        float wc = want > 512.0f ? 512.0f : (want < -512.0f ? -512.0f : want);
+        wc = wc == wc ? wc : 0.0f;
+        int q = (int)((wc + 0x1.8p23f) - 0x1.8p23f);
+        int dmin = 255, dmax = -255;
+        for (unsigned c = 0; c < colours; c++) {
+            int nv = clamp_i(p[c] + q, 0, 255);
+            int d = nv - p[c];
+            dmin = d < dmin ? d : dmin;
+            dmax = d > dmax ? d : dmax;
+            p[c] = (uint8_t)nv;
+        }
+        /* What luma moved by: exact when nothing clipped. */
+        got = colours == 1 || q >= 0 ? (float)dmin : (float)dmax;
+    }
+    *dl = got;
+    float e = want - got;
+    /* A clipped run must not pile up error for its neighbours. */
+    e = e > 1.0f ? 1.0f : (e < -1.0f ? -1.0f : e);
+    ecur[x + 1] += e * (7.0f / 16);
+    enext[(long)x - 1] += e * (3.0f / 16);
+    enext[x] += e * (5.0f / 16);
+    enext[x + 1] += e * (1.0f / 16);
+}
+
+/* Rows in flight at once. Each pixel's error feeds the next through
+ * memory, a chain of some 40 cycles; row r only needs row r-1 two pixels
+ * ahead of it, so RB rows skewed by two pixels run as RB independent
+ * chains. Every sum is formed in the same order as row by row: the
+ * output is bit-identical to the plain scan. */
+#define RB 4
+
+/* err: (RB + 1) rows of w + 2 floats, zeroed. */
+static inline __attribute__((always_inline)) void realize8(uint8_t *restrict pix, uint32_t w,
+                                                           uint32_t h, float *restrict delta,
+                                                           float *restrict err, const unsigned ch,
+                                                           const bool split)
+{
+    const size_t ew = (size_t)w + 2;
+    for (uint32_t y0 = 0; y0 < h; y0 += RB) {
+        const uint32_t nr = h - y0 < RB ? h - y0 : RB;
+        /* err row r (+1: index -1 is valid) is what row y0 + r receives. */
+        const long steps = (long)w + 2L * (nr - 1);
+        for (long t = 0; t < steps; t++) {
+            for (uint32_t r = 0; r < nr; r++) {
+                long x = t - 2L * r;
+                if (x < 0 || x >= (long)w) {
+                    continue;
+                }
+                size_t i = (size_t)(y0 + r) * w + (size_t)x;
+                realize_px(pix + i * ch, delta + i, err + r * ew + 1, err + (r + 1) * ew + 1,
+                           (uint32_t)x, ch, split);
+            }
+        }
+        /* What the band's last row passed down starts the next band. */
+        memmove(err, err + nr * ew, ew * sizeof *err);
+        memset(err + ew, 0, RB * ew * sizeof *err);
+    }
 }
 
 ct_status med_realize_luma(ct_ctx *ctx, med_image *img, float *delta, bool split_rgb)
@@ -630,70 +732,34 @@ ct_status med_realize_luma(ct_ctx *ctx, med_image *img, float *delta, bool split
         }
         return CT_OK;
     }
-    err = ct_calloc(ctx, 2 * ((size_t)img->w + 2), sizeof *err);
+    err = ct_calloc(ctx, (RB + 1) * ((size_t)img->w + 2), sizeof *err);
     if (err == NULL) {
         return CT_ERR_NOMEM;
     }
-    float *e0 = err + 1, *e1 = err + 1 + (img->w + 2);
     uint8_t *p = img->pix;
-    for (uint32_t y = 0; y < img->h; y++) {
-        memset(e1 - 1, 0, ((size_t)img->w + 2) * sizeof *err);
-        for (uint32_t x = 0; x < img->w; x++, p += ch) {
-            size_t i = (size_t)y * img->w + x;
-            if (alpha && p[ch - 1] == 0) {
-                delta[i] = 0;
-                continue;
-            }
-            float want = delta[i] + e0[x];
-            float got;
-            if (colours == 3 && split_rgb) {
-                float base = floorf(want), frac = want - base;
-                int best = 0;
-                float bestd = 2.0f;
-                for (int k = 0; k < 8; k++) {
-                    float l = k < 7 ? SPLIT[k][0] * LR + SPLIT[k][1] * LG + SPLIT[k][2] * LB : 1.0f;
-                    if (fabsf(frac - l) < bestd) {
-                        bestd = fabsf(frac - l);
-                        best = k;
-                    }
-                }
-                int b = (int)base;
-                int dv[3];
-                for (int c = 0; c < 3; c++) {
-                    int step = best < 7 ? SPLIT[best][c] : 1;
-                    int nv = clamp_i(p[c] + b + step, 0, 255);
-                    dv[c] = nv - p[c];
-                    p[c] = (uint8_t)nv;
-                }
-                got = dv[0] * LR + dv[1] * LG + dv[2] * LB;
-            } else {
-                int q = (int)lrintf(want);
-                int dmin = 255, dmax = -255;
-                for (unsigned c = 0; c < colours; c++) {
-                    int nv = clamp_i(p[c] + q, 0, 255);
-                    int d = nv - p[c];
-                    dmin = d < dmin ? d : dmin;
-                    dmax = d > dmax ? d : dmax;
-                    p[c] = (uint8_t)nv;
-                }
-                /* What luma moved by: exact when nothing clipped. */
-                got = q >= 0 ? (float)dmin : (float)dmax;
-                if (colours == 1) {
-                    got = (float)dmin;
-                }
-            }
-            delta[i] = got;
-            float e = want - got;
-            /* A clipped run must not pile up error for its neighbours. */
-            e = e > 1.0f ? 1.0f : (e < -1.0f ? -1.0f : e);
-            e0[x + 1] += e * (7.0f / 16);
-            e1[(long)x - 1] += e * (3.0f / 16);
-            e1[x] += e * (5.0f / 16);
-            e1[x + 1] += e * (1.0f / 16);
-        }
-        float *t = e0;
-        e0 = e1;
-        e1 = t;
+    const bool split = split_rgb && colours == 3;
+    switch (ch * 2u + (split ? 1u : 0u)) {
+    case 2:
+        realize8(p, img->w, img->h, delta, err, 1, false);
+        break;
+    case 4:
+        realize8(p, img->w, img->h, delta, err, 2, false);
+        break;
+    case 6:
+        realize8(p, img->w, img->h, delta, err, 3, false);
+        break;
+    case 7:
+        realize8(p, img->w, img->h, delta, err, 3, true);
+        break;
+    case 8:
+        realize8(p, img->w, img->h, delta, err, 4, false);
+        break;
+    case 9:
+        realize8(p, img->w, img->h, delta, err, 4, true);
+        break;
+    default:
+        free(err);
+        return ct_fail(ctx, CT_ERR_MISUSE, "med_realize_luma: %u channels", ch);
     }
     free(err);
     return CT_OK;
