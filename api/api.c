@@ -46,13 +46,20 @@ static ct_status planes_of(ct_ctx *ctx, const med_image *img, bool rooms, planes
     if (!ct_mul(&n, med_width(img), med_height(img))) {
         return ct_fail(ctx, CT_ERR_LIMIT, "image too large");
     }
+    /* An opaque image has no weight plane: NULL means every pixel is seen,
+     * the same to the bit as a plane of ones, and 4 bytes a pixel less to
+     * fill and read. */
+    const bool alpha = med_channels(img) == 2 || med_channels(img) == 4;
     p->y = ct_mallocarray(ctx, n, sizeof *p->y);
-    p->wt = ct_mallocarray(ctx, n, sizeof *p->wt);
+    if (alpha) {
+        p->wt = ct_mallocarray(ctx, n, sizeof *p->wt);
+    }
     if (rooms) {
         p->up = ct_mallocarray(ctx, n, sizeof *p->up);
         p->down = ct_mallocarray(ctx, n, sizeof *p->down);
     }
-    if (p->y == NULL || p->wt == NULL || (rooms && (p->up == NULL || p->down == NULL))) {
+    if (p->y == NULL || (alpha && p->wt == NULL) ||
+        (rooms && (p->up == NULL || p->down == NULL))) {
         planes_free(p);
         return CT_ERR_NOMEM;
     }

@@ -83,14 +83,12 @@ done:
  * local mean removes. */
 static inline float wm_clip_shift(float d, float A, float up, float down)
 {
-    float c = 0.0f;
-    if (A > 0.0f) {
-        if (down < A && up > A) {
-            c = fminf(A - down, up - A);
-        } else if (up < A && down > A) {
-            c = -fminf(A - up, down - A);
-        }
-    }
+    /* Branch-free, so the loop calling it vectorises; no NaN reaches it
+     * (A and the rooms are finite or +inf), where MIN equals fminf. */
+    float lo = A - down < up - A ? A - down : up - A;
+    float hi = A - up < down - A ? A - up : down - A;
+    float c = A > 0.0f && down < A && up > A ? lo : 0.0f;
+    c = A > 0.0f && up < A && down > A ? -hi : c;
     d += c;
     d = d > up ? up : d;
     d = d < -down ? -down : d;
@@ -110,15 +108,12 @@ ct_status wm_embed(ct_ctx *ctx, const wm_plane *pl, const uint8_t sync_key[WM_KE
     if (!ct_mul(&npix, pl->w, pl->h)) {
         return ct_fail(ctx, CT_ERR_LIMIT, "image too large");
     }
-    float *amp = ct_mallocarray(ctx, npix, sizeof *amp);
-    if (amp == NULL) {
-        return CT_ERR_NOMEM;
-    }
-    ct_status st = wm_mask(ctx, pl, prm->strength, amp);
+    /* The budget is computed into delta and turned into the change in
+     * place: one plane less to allocate and fill. */
+    ct_status st = wm_mask(ctx, pl, prm->strength, delta);
     if (st == CT_OK) {
-        st = wm_embed_amp(ctx, pl, amp, sync_key, vendor_key, prm, delta);
+        st = wm_embed_amp(ctx, pl, delta, sync_key, vendor_key, prm, delta);
     }
-    free(amp);
     return st;
 }
 
@@ -168,20 +163,26 @@ ct_status wm_embed_amp(ct_ctx *ctx, const wm_plane *pl, const float *amp,
     const float fcap = (float)(wm_flat_cap(pl->fine) * prm->strength);
     double s_ff = 0, s_fe = 0, s_ee = 0;
     size_t nvis = 0;
+    /* Rows walk the tile in runs of at most P pixels: no division per
+     * pixel. */
     for (uint32_t y = 0; y < h; y++) {
         const float *trow = tile + (size_t)(y % (uint32_t)P) * P;
-        for (uint32_t x = 0; x < w; x++) {
-            size_t i = (size_t)y * w + x;
-            float a = pl->weight != NULL ? pl->weight[i] : 1.0f;
-            if (a <= 0.0f) {
-                continue;
+        for (uint32_t x0 = 0; x0 < w; x0 += (uint32_t)P) {
+            const uint32_t run = w - x0 < (uint32_t)P ? w - x0 : (uint32_t)P;
+            const size_t i0 = (size_t)y * w + x0;
+            for (uint32_t j = 0; j < run; j++) {
+                size_t i = i0 + j;
+                float a = pl->weight != NULL ? pl->weight[i] : 1.0f;
+                if (a <= 0.0f) {
+                    continue;
+                }
+                float t = trow[j] * a;
+                float f = amp[i] < fcap ? amp[i] : fcap, e = amp[i] - f;
+                s_ff += (double)(f * t) * (f * t);
+                s_fe += (double)(f * t) * (e * t);
+                s_ee += (double)(e * t) * (e * t);
+                nvis++;
             }
-            float t = trow[x % (uint32_t)P] * a;
-            float f = amp[i] < fcap ? amp[i] : fcap, e = amp[i] - f;
-            s_ff += (double)(f * t) * (f * t);
-            s_fe += (double)(f * t) * (e * t);
-            s_ee += (double)(e * t) * (e * t);
-            nvis++;
         }
     }
     double k = 1.0;
@@ -192,18 +193,25 @@ ct_status wm_embed_amp(ct_ctx *ctx, const wm_plane *pl, const float *amp,
         k = fmin(fmax(k, 0.0), 1.0);
     }
     double sum2 = 0;
+    const float kf = (float)k;
     for (uint32_t y = 0; y < h; y++) {
         const float *trow = tile + (size_t)(y % (uint32_t)P) * P;
-        for (uint32_t x = 0; x < w; x++) {
-            size_t i = (size_t)y * w + x;
-            float f = amp[i] < fcap ? amp[i] : fcap;
-            float A = f + (float)k * (amp[i] - f);
-            float d = wm_clip_shift(A * trow[x % (uint32_t)P], A,
-                                    pl->room_up != NULL ? pl->room_up[i] : INFINITY,
-                                    pl->room_down != NULL ? pl->room_down[i] : INFINITY);
-            delta[i] = d;
-            float a = pl->weight != NULL ? pl->weight[i] : 1.0f;
-            sum2 += (double)(a * d) * (a * d);
+        for (uint32_t x0 = 0; x0 < w; x0 += (uint32_t)P) {
+            const uint32_t run = w - x0 < (uint32_t)P ? w - x0 : (uint32_t)P;
+            const size_t i0 = (size_t)y * w + x0;
+            for (uint32_t j = 0; j < run; j++) {
+                size_t i = i0 + j;
+                float f = amp[i] < fcap ? amp[i] : fcap;
+                float A = f + kf * (amp[i] - f);
+                delta[i] = wm_clip_shift(A * trow[j], A,
+                                         pl->room_up != NULL ? pl->room_up[i] : INFINITY,
+                                         pl->room_down != NULL ? pl->room_down[i] : INFINITY);
+            }
+            for (uint32_t j = 0; j < run; j++) {
+                size_t i = i0 + j;
+                float a = pl->weight != NULL ? pl->weight[i] : 1.0f;
+                sum2 += (double)(a * delta[i]) * (a * delta[i]);
+            }
         }
     }
     /* The shift at clipping limits adds a little of its own: a last

@@ -133,7 +133,9 @@ ct_status wm_embed(ct_ctx *ctx, const wm_plane *pl, const uint8_t sync_key[WM_KE
                    float *delta);
 
 /* The same with the budget already computed (wm_mask of this plane at
- * prm->strength): for callers that render several payloads on one image. */
+ * prm->strength): for callers that render several payloads on one image.
+ * amp may be delta itself (each pixel's budget is read before its change
+ * is written). */
 ct_status wm_embed_amp(ct_ctx *ctx, const wm_plane *pl, const float *amp,
                        const uint8_t sync_key[WM_KEYBYTES], const uint8_t vendor_key[WM_KEYBYTES],
                        const wm_embed_params *prm, float *delta);
