@@ -350,7 +350,11 @@ ct_status ct_embed_file(ct_ctx *ctx, const char *vendor, const char *input, cons
     if (st != CT_OK) {
         goto done;
     }
-    st = med_read_file(ctx, input, &img);
+    const char *ext = strrchr(output, '.');
+    bool png_out = ext != NULL && strcasecmp(ext, ".png") == 0;
+    /* A JPEG that becomes a JPEG is marked in its own Y'CbCr: only Y
+     * changes, the chroma is encoded again as it was decoded. */
+    st = med_read_file_as(ctx, input, png_out ? 0 : MED_READ_YCC, &img);
     if (st != CT_OK) {
         goto done;
     }
@@ -381,8 +385,6 @@ ct_status ct_embed_file(ct_ctx *ctx, const char *vendor, const char *input, cons
     }
     /* Fractional luma over the colour channels only pays for lossless
      * output: a JPEG encoder rounds luma to whole levels again. */
-    const char *ext = strrchr(output, '.');
-    bool png_out = ext != NULL && strcasecmp(ext, ".png") == 0;
     bool split = png_out && med_depth(img) == 8 && med_channels(img) >= 3;
     wm_plane wp = {w, h, pl.y, pl.up, pl.down, pl.wt, med_depth(img) == 16 || split};
     wm_embed_params prm = {strength, serial};

@@ -37,6 +37,16 @@ struct med_image {
     uint8_t jfif_major, jfif_minor, density_unit;
     uint16_t x_density, y_density;
 
+    /* A JPEG read as Y'CbCr (MED_READ_YCC): pix is the Y plane (channels
+     * 1) and the three stored components are kept here as decoded, each
+     * padded to whole blocks and iMCU rows, so the writer encodes them
+     * again without a colour conversion or resampling. Chroma is never
+     * changed; Y is copied back from pix when writing. */
+    bool ycc;
+    uint8_t *plane[3];
+    size_t plane_w[3], plane_h[3];
+    unsigned imcu_rows; /* iMCU rows of the frame */
+
     uint8_t *icc; /* ICC profile (from JPEG APP2 segments), for PNG output */
     size_t icc_len;
 
@@ -59,7 +69,7 @@ ct_status med_alloc(ct_ctx *ctx, med_kind kind, med_image **out);
 ct_status med_png_read(ct_ctx *ctx, const uint8_t *data, size_t size, const char *name,
                        med_image **out);
 ct_status med_jpeg_read(ct_ctx *ctx, const uint8_t *data, size_t size, const char *name,
-                        med_image **out);
+                        unsigned flags, med_image **out);
 /* *out stays NULL and CT_OK is returned when libavformat does not see an
  * image in the data, so the caller can write its own message. */
 ct_status med_av_read(ct_ctx *ctx, const uint8_t *data, size_t size, const char *name,

@@ -123,6 +123,7 @@ static int estimate_quality(const JQUANT_TBL *t)
 typedef struct jpeg_rd {
     ct_ctx *ctx;
     const char *name;
+    unsigned flags;
     const uint8_t *data;
     size_t size;
     struct jpeg_decompress_struct cinfo;
@@ -132,6 +133,82 @@ typedef struct jpeg_rd {
     med_image *img;
     ct_status st;
 } jpeg_rd;
+
+/* The Y'CbCr layouts read and written as planes: Y at 1 or 2 in each
+ * direction, chroma at 1x1 (4:4:4, 4:2:2, 4:4:0, 4:2:0). Anything rarer
+ * goes through RGB as before. */
+static bool ycc_sampling_ok(const struct jpeg_decompress_struct *ci)
+{
+    if (ci->jpeg_color_space != JCS_YCbCr || ci->num_components != 3) {
+        return false;
+    }
+    const jpeg_component_info *c = ci->comp_info;
+    return c[0].h_samp_factor >= 1 && c[0].h_samp_factor <= 2 && c[0].v_samp_factor >= 1 &&
+           c[0].v_samp_factor <= 2 && c[1].h_samp_factor == 1 && c[1].v_samp_factor == 1 &&
+           c[2].h_samp_factor == 1 && c[2].v_samp_factor == 1;
+}
+
+/* Row pointers of iMCU row `m` of every plane, for jpeg_read/write_raw_data. */
+static void ycc_rows(const med_image *img, unsigned m, JSAMPROW rows[3][2 * DCTSIZE],
+                     JSAMPARRAY arr[3])
+{
+    for (int c = 0; c < 3; c++) {
+        const size_t n = (size_t)img->jpeg_v[c] * DCTSIZE;
+        for (size_t r = 0; r < n; r++) {
+            rows[c][r] = img->plane[c] + ((size_t)m * n + r) * img->plane_w[c];
+        }
+        arr[c] = rows[c];
+    }
+}
+
+/* Decode the components as stored (raw_data_out): no upsampling, no colour
+ * conversion. Called after the header checks and the pixel limit. */
+static int read_ycc(jpeg_rd *rd)
+{
+    struct jpeg_decompress_struct *ci = &rd->cinfo;
+    med_image *img = rd->img;
+
+    ci->raw_data_out = TRUE;
+    jpeg_start_decompress(ci);
+    img->ycc = true;
+    img->w = ci->image_width;
+    img->h = ci->image_height;
+    img->channels = 1;
+    img->depth = 8;
+    img->imcu_rows = ci->total_iMCU_rows;
+    for (int c = 0; c < 3; c++) {
+        const jpeg_component_info *cp = &ci->comp_info[c];
+        img->plane_w[c] = (size_t)cp->width_in_blocks * DCTSIZE;
+        img->plane_h[c] = (size_t)ci->total_iMCU_rows * cp->v_samp_factor * DCTSIZE;
+        /* At most the image rounded up to 16 pixels each way: the pixel
+         * limit already bounds it. */
+        img->plane[c] = ct_malloc(rd->ctx, img->plane_w[c] * img->plane_h[c]);
+        if (img->plane[c] == NULL) {
+            rd->st = CT_ERR_NOMEM;
+            return 1;
+        }
+    }
+    img->pix = ct_malloc(rd->ctx, (size_t)img->w * img->h);
+    if (img->pix == NULL) {
+        rd->st = CT_ERR_NOMEM;
+        return 1;
+    }
+    JSAMPROW rows[3][2 * DCTSIZE];
+    JSAMPARRAY arr[3];
+    const JDIMENSION lines = (JDIMENSION)ci->max_v_samp_factor * DCTSIZE;
+    for (unsigned m = 0; m < img->imcu_rows; m++) {
+        ycc_rows(img, m, rows, arr);
+        if (jpeg_read_raw_data(ci, arr, lines) != lines) {
+            rd->st = ct_fail(rd->ctx, CT_ERR_FORMAT, "%s: JPEG data ended early", rd->name);
+            return 1;
+        }
+    }
+    for (uint32_t y = 0; y < img->h; y++) {
+        memcpy((uint8_t *)img->pix + (size_t)y * img->w, img->plane[0] + y * img->plane_w[0],
+               img->w);
+    }
+    return 0;
+}
 
 static int decode(jpeg_rd *rd)
 {
@@ -182,29 +259,35 @@ static int decode(jpeg_rd *rd)
     img->x_density = ci->X_density;
     img->y_density = ci->Y_density;
 
-    ci->out_color_space = gray ? JCS_GRAYSCALE : JCS_RGB;
     ci->dct_method = JDCT_ISLOW;
-    img->pix = ct_malloc(rd->ctx, bytes);
-    if (img->pix == NULL) {
-        rd->st = CT_ERR_NOMEM;
-        return 1;
-    }
-    jpeg_start_decompress(ci);
-    if (ci->output_width != ci->image_width || ci->output_height != ci->image_height ||
-        (unsigned)ci->output_components != ch) {
-        rd->st = ct_fail(rd->ctx, CT_ERR_FORMAT, "%s: unexpected JPEG output shape", rd->name);
-        return 1;
-    }
-    img->w = ci->output_width;
-    img->h = ci->output_height;
-    img->channels = ch;
-    img->depth = 8;
-    const size_t stride = (size_t)img->w * ch;
-    while (ci->output_scanline < ci->output_height) {
-        JSAMPROW row = (JSAMPROW)img->pix + (size_t)ci->output_scanline * stride;
-        if (jpeg_read_scanlines(ci, &row, 1) != 1) {
-            rd->st = ct_fail(rd->ctx, CT_ERR_FORMAT, "%s: JPEG data ended early", rd->name);
+    if ((rd->flags & MED_READ_YCC) && ycc_sampling_ok(ci)) {
+        if (read_ycc(rd) != 0) {
             return 1;
+        }
+    } else {
+        ci->out_color_space = gray ? JCS_GRAYSCALE : JCS_RGB;
+        img->pix = ct_malloc(rd->ctx, bytes);
+        if (img->pix == NULL) {
+            rd->st = CT_ERR_NOMEM;
+            return 1;
+        }
+        jpeg_start_decompress(ci);
+        if (ci->output_width != ci->image_width || ci->output_height != ci->image_height ||
+            (unsigned)ci->output_components != ch) {
+            rd->st = ct_fail(rd->ctx, CT_ERR_FORMAT, "%s: unexpected JPEG output shape", rd->name);
+            return 1;
+        }
+        img->w = ci->output_width;
+        img->h = ci->output_height;
+        img->channels = ch;
+        img->depth = 8;
+        const size_t stride = (size_t)img->w * ch;
+        while (ci->output_scanline < ci->output_height) {
+            JSAMPROW row = (JSAMPROW)img->pix + (size_t)ci->output_scanline * stride;
+            if (jpeg_read_scanlines(ci, &row, 1) != 1) {
+                rd->st = ct_fail(rd->ctx, CT_ERR_FORMAT, "%s: JPEG data ended early", rd->name);
+                return 1;
+            }
         }
     }
     /* Markers are complete once the header is read; keep them in file
@@ -242,7 +325,7 @@ static int decode(jpeg_rd *rd)
 }
 
 ct_status med_jpeg_read(ct_ctx *ctx, const uint8_t *data, size_t size, const char *name,
-                        med_image **out)
+                        unsigned flags, med_image **out)
 {
     ct_status st;
     jpeg_rd *rd = NULL;
@@ -260,6 +343,7 @@ ct_status med_jpeg_read(ct_ctx *ctx, const uint8_t *data, size_t size, const cha
     }
     rd->ctx = ctx;
     rd->name = name;
+    rd->flags = flags;
     rd->data = data;
     rd->size = size;
     rd->st = CT_OK;
@@ -352,11 +436,12 @@ static int encode(jpeg_wr *wr)
     jpeg_stdio_dest(ci, wr->fp);
     ci->image_width = img->w;
     ci->image_height = img->h;
-    ci->input_components = gray ? 1 : 3;
-    ci->in_color_space = gray ? JCS_GRAYSCALE : JCS_RGB;
+    ci->input_components = img->ycc ? 3 : (gray ? 1 : 3);
+    ci->in_color_space = img->ycc ? JCS_YCbCr : (gray ? JCS_GRAYSCALE : JCS_RGB);
     jpeg_set_defaults(ci);
     jpeg_set_quality(ci, wr->quality, TRUE);
     ci->dct_method = JDCT_ISLOW;
+    ci->raw_data_in = img->ycc ? TRUE : FALSE;
     if (img->kind == MED_KIND_JPEG) {
         /* Keep the input's shape: sampling, progressive, JFIF density. */
         if (img->jpeg_ncomp == ci->num_components) {
@@ -389,10 +474,33 @@ static int encode(jpeg_wr *wr)
             }
         }
     }
-    while (ci->next_scanline < ci->image_height) {
-        JSAMPROW row = wr->row;
-        convert_row(img, ci->next_scanline, wr->row);
-        (void)jpeg_write_scanlines(ci, &row, 1);
+    if (img->ycc) {
+        /* Y from pix (the image as changed), inside the padding the
+         * decoder produced (wr->row holds one iMCU row of it); the chroma
+         * planes as they were read. */
+        JSAMPROW rows[3][2 * DCTSIZE];
+        JSAMPARRAY arr[3];
+        const JDIMENSION lines = (JDIMENSION)ci->max_v_samp_factor * DCTSIZE;
+        const size_t pw = img->plane_w[0];
+        for (unsigned m = 0; m < img->imcu_rows; m++) {
+            ycc_rows(img, m, rows, arr);
+            for (JDIMENSION r = 0; r < lines; r++) {
+                size_t y = (size_t)m * lines + r;
+                uint8_t *dst = wr->row + r * pw;
+                memcpy(dst, rows[0][r], pw);
+                if (y < img->h) {
+                    memcpy(dst, (const uint8_t *)img->pix + y * img->w, img->w);
+                }
+                rows[0][r] = dst;
+            }
+            (void)jpeg_write_raw_data(ci, arr, lines);
+        }
+    } else {
+        while (ci->next_scanline < ci->image_height) {
+            JSAMPROW row = wr->row;
+            convert_row(img, ci->next_scanline, wr->row);
+            (void)jpeg_write_scanlines(ci, &row, 1);
+        }
     }
     jpeg_finish_compress(ci);
     return 0;
@@ -419,7 +527,9 @@ ct_status med_jpeg_write(ct_ctx *ctx, const med_image *img, const char *path, in
     wr->ctx = ctx;
     wr->img = img;
     wr->quality = quality;
-    wr->row = ct_mallocarray(ctx, img->w, 3);
+    /* One RGB scanline, or for Y'CbCr planes one iMCU row of Y. */
+    wr->row = img->ycc ? ct_mallocarray(ctx, img->plane_w[0], 2 * DCTSIZE)
+                       : ct_mallocarray(ctx, img->w, 3);
     if (wr->row == NULL) {
         st = CT_ERR_NOMEM;
         goto done;

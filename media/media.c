@@ -99,6 +99,9 @@ void med_image_free(med_image *img)
     free(img->meta);
     free(img->icc);
     free(img->pix);
+    for (int c = 0; c < 3; c++) {
+        free(img->plane[c]);
+    }
     free(img);
 }
 
@@ -113,8 +116,8 @@ static bool is_jpeg(const uint8_t *d, size_t n)
     return n >= 3 && d[0] == 0xff && d[1] == 0xd8 && d[2] == 0xff;
 }
 
-ct_status med_read_mem(ct_ctx *ctx, const uint8_t *data, size_t size, const char *name,
-                       med_image **out)
+ct_status med_read_mem_as(ct_ctx *ctx, const uint8_t *data, size_t size, const char *name,
+                          unsigned flags, med_image **out)
 {
     ct_status st;
 
@@ -126,7 +129,7 @@ ct_status med_read_mem(ct_ctx *ctx, const uint8_t *data, size_t size, const char
     if (is_png(data, size)) {
         st = med_png_read(ctx, data, size, name, out);
     } else if (is_jpeg(data, size)) {
-        st = med_jpeg_read(ctx, data, size, name, out);
+        st = med_jpeg_read(ctx, data, size, name, flags, out);
     } else if (size == 0) {
         st = ct_fail(ctx, CT_ERR_FORMAT, "%s: not an image celtrace can read (empty file)", name);
     } else {
@@ -136,6 +139,12 @@ ct_status med_read_mem(ct_ctx *ctx, const uint8_t *data, size_t size, const char
         }
     }
     return st;
+}
+
+ct_status med_read_mem(ct_ctx *ctx, const uint8_t *data, size_t size, const char *name,
+                       med_image **out)
+{
+    return med_read_mem_as(ctx, data, size, name, 0, out);
 }
 
 /* Read all of fd, up to MED_FILE_MAX bytes. Works for pipes too, so the
@@ -221,7 +230,7 @@ done:
     return st;
 }
 
-ct_status med_read_file(ct_ctx *ctx, const char *path, med_image **out)
+ct_status med_read_file_as(ct_ctx *ctx, const char *path, unsigned flags, med_image **out)
 {
     ct_status st;
     uint8_t *data = NULL;
@@ -239,10 +248,15 @@ ct_status med_read_file(ct_ctx *ctx, const char *path, med_image **out)
     if (st != CT_OK) {
         goto done;
     }
-    st = med_read_mem(ctx, data, n, path, out);
+    st = med_read_mem_as(ctx, data, n, path, flags, out);
 done:
     free(data);
     return st;
+}
+
+ct_status med_read_file(ct_ctx *ctx, const char *path, med_image **out)
+{
+    return med_read_file_as(ctx, path, 0, out);
 }
 
 static bool ext_is(const char *path, const char *ext)
@@ -261,6 +275,10 @@ ct_status med_write_file(ct_ctx *ctx, const med_image *img, const char *path,
         return ct_fail(ctx, CT_ERR_MISUSE, "med_write_file: no image or path");
     }
     if (ext_is(path, ".png")) {
+        if (img->ycc) {
+            return ct_fail(ctx, CT_ERR_MISUSE, "%s: an image read as Y'CbCr planes can only be "
+                                               "written as JPEG", path);
+        }
         return med_png_write(ctx, img, path);
     }
     if (ext_is(path, ".jpg") || ext_is(path, ".jpeg")) {
@@ -319,6 +337,7 @@ void med_get_info(const med_image *img, med_info *info)
     info->channels = img->channels;
     info->depth = img->depth;
     info->png_palette = img->png_palette ? 1 : 0;
+    info->ycc = img->ycc ? 1 : 0;
     if (img->kind == MED_KIND_JPEG) {
         info->jpeg_quality = img->jpeg_quality;
         info->jpeg_progressive = img->jpeg_progressive ? 1 : 0;
@@ -404,12 +423,22 @@ ct_status med_image_clone(ct_ctx *ctx, const med_image *src, med_image **out)
     img->icc = NULL;
     img->meta = NULL;
     img->nmeta = 0;
+    memset(img->plane, 0, sizeof img->plane);
     img->pix = ct_malloc(ctx, bytes);
     if (img->pix == NULL) {
         st = CT_ERR_NOMEM;
         goto done;
     }
     memcpy(img->pix, src->pix, bytes);
+    for (int c = 0; c < 3 && src->ycc; c++) {
+        size_t pb = src->plane_w[c] * src->plane_h[c];
+        img->plane[c] = ct_malloc(ctx, pb);
+        if (img->plane[c] == NULL) {
+            st = CT_ERR_NOMEM;
+            goto done;
+        }
+        memcpy(img->plane[c], src->plane[c], pb);
+    }
     if (src->icc != NULL) {
         img->icc = ct_malloc(ctx, src->icc_len);
         if (img->icc == NULL) {
@@ -471,6 +500,67 @@ void med_libav_quiet(void)
         }                                                                                      \
     } while (0)
 
+/* Y'CbCr planes: the luma is Y itself. Adding d to Y adds d to each of
+ * R, G and B as a decoder computes them (JFIF: R = Y + 1.402 Cr',
+ * G = Y - 0.344136 Cb' - 0.714136 Cr', B = Y + 1.772 Cb', with
+ * C' = C - 128), so the rooms are what the colour leaves before a channel
+ * clips, from the chroma sample that covers the pixel. */
+static ct_status ycc_luma(ct_ctx *ctx, const med_image *img, float *y, float *room_up,
+                          float *room_down, float *weight)
+{
+    /* Chroma is at 1x1 and Y at 1 or 2 (ycc_sampling_ok): a pixel's chroma
+     * sample is at (x >> sh, r >> sv). */
+    const unsigned sh = img->jpeg_h[0] == 2 ? 1u : 0u, sv = img->jpeg_v[0] == 2 ? 1u : 0u;
+    const size_t cw = img->plane_w[1];
+    float *hi = NULL;
+    if (room_up != NULL || room_down != NULL) {
+        hi = ct_mallocarray(ctx, cw, 2 * sizeof *hi);
+        if (hi == NULL) {
+            return CT_ERR_NOMEM;
+        }
+    }
+    float *lo = hi != NULL ? hi + cw : NULL;
+    const uint8_t *pix = img->pix;
+    for (uint32_t r = 0; r < img->h; r++) {
+        const uint8_t *yr = pix + (size_t)r * img->w;
+        float *yo = y + (size_t)r * img->w;
+        for (uint32_t x = 0; x < img->w; x++) {
+            yo[x] = (float)yr[x];
+        }
+        if (hi != NULL) {
+            if (r == 0 || (r >> sv) != ((r - 1) >> sv)) {
+                const uint8_t *cb = img->plane[1] + (size_t)(r >> sv) * cw;
+                const uint8_t *cr = img->plane[2] + (size_t)(r >> sv) * img->plane_w[2];
+                for (size_t x = 0; x < cw; x++) {
+                    float b = (float)cb[x] - 128.0f, c = (float)cr[x] - 128.0f;
+                    float dr = 1.402f * c, dg = -0.344136f * b - 0.714136f * c, db = 1.772f * b;
+                    float h = dr > dg ? dr : dg, l = dr < dg ? dr : dg;
+                    hi[x] = h > db ? h : db;
+                    lo[x] = l < db ? l : db;
+                }
+            }
+            float *up = room_up != NULL ? room_up + (size_t)r * img->w : NULL;
+            float *dn = room_down != NULL ? room_down + (size_t)r * img->w : NULL;
+            for (uint32_t x = 0; x < img->w; x++) {
+                float u = 255.0f - (yo[x] + hi[x >> sh]), d = yo[x] + lo[x >> sh];
+                if (up != NULL) {
+                    up[x] = u > 0.0f ? u : 0.0f;
+                }
+                if (dn != NULL) {
+                    dn[x] = d > 0.0f ? d : 0.0f;
+                }
+            }
+        }
+        if (weight != NULL) {
+            for (uint32_t x = 0; x < img->w; x++) {
+                weight[(size_t)r * img->w + x] = 1.0f;
+            }
+        }
+    }
+    free(hi);
+    return CT_OK;
+}
+
 ct_status med_luma(ct_ctx *ctx, const med_image *img, float *y, float *room_up, float *room_down,
                    float *weight)
 {
@@ -481,6 +571,9 @@ ct_status med_luma(ct_ctx *ctx, const med_image *img, float *y, float *room_up, 
     }
     if (!ct_mul(&n, img->w, img->h)) {
         return ct_fail(ctx, CT_ERR_LIMIT, "med_luma: image size overflows");
+    }
+    if (img->ycc) {
+        return ycc_luma(ctx, img, y, room_up, room_down, weight);
     }
     /* 16-bit samples are brought to 8-bit levels (1/257) so the mark's
      * strength means the same thing at both depths. */

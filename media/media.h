@@ -25,6 +25,18 @@ ct_status med_read_file(ct_ctx *ctx, const char *path, med_image **out);
 ct_status med_read_mem(ct_ctx *ctx, const uint8_t *data, size_t size, const char *name,
                        med_image **out);
 
+/* Read flags. MED_READ_YCC: a Y'CbCr JPEG with common sampling (4:4:4,
+ * 4:2:2, 4:4:0, 4:2:0) is read without colour conversion: the image is its
+ * Y plane (1 channel, med_luma gives Y and the rooms the colour leaves),
+ * the chroma is kept as decoded, and it can only be written as JPEG,
+ * whose encoder takes the planes as they are (no resampling, no colour
+ * round trip). Any other file reads as without the flag. For embedders
+ * that write JPEG. */
+#define MED_READ_YCC 1u
+ct_status med_read_file_as(ct_ctx *ctx, const char *path, unsigned flags, med_image **out);
+ct_status med_read_mem_as(ct_ctx *ctx, const uint8_t *data, size_t size, const char *name,
+                          unsigned flags, med_image **out);
+
 void med_image_free(med_image *img);
 
 typedef struct med_write_opts {
@@ -89,6 +101,7 @@ typedef struct med_info {
     int jpeg_progressive;  /* JPEG input: 1 if progressive */
     int jpeg_components;   /* JPEG input: 1 or 3, else 0 */
     int jpeg_h[3], jpeg_v[3]; /* JPEG input: sampling factors per component */
+    int ycc;               /* read with MED_READ_YCC as Y'CbCr planes (channels 1) */
 } med_info;
 
 void med_get_info(const med_image *img, med_info *info);

@@ -323,6 +323,131 @@ static void test_jpeg(ct_ctx *ctx)
     med_image_free(c);
 }
 
+/* MED_READ_YCC: the planes as stored, for every common sampling and sizes
+ * that are not whole MCUs; rarer samplings read as RGB. */
+static void test_jpeg_ycc(ct_ctx *ctx)
+{
+    static const struct {
+        const char *sf;
+        int h0, v0;
+        int ycc;
+    } cases[] = {{"2x2,1x1,1x1", 2, 2, 1}, {"2x1,1x1,1x1", 2, 1, 1}, {"1x1,1x1,1x1", 1, 1, 1},
+                 {"1x2,1x1,1x1", 1, 2, 1}, {"4x1,1x1,1x1", 4, 1, 0}};
+    char cmd[8192];
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        char name[64], outj[64], outp[64];
+        snprintf(name, sizeof name, "ycc%zu.jpg", k);
+        snprintf(outj, sizeof outj, "ycc%zu_out.jpg", k);
+        snprintf(outp, sizeof outp, "ycc%zu_out.png", k);
+        char src[4400];
+        snprintf(src, sizeof src, "%s", tmp_path(name));
+        snprintf(cmd, sizeof cmd,
+                 "convert -seed 7 -size 333x197 plasma:fractal -sampling-factor %s -quality 85 "
+                 "'%s'",
+                 cases[k].sf, src);
+        CHECK(run(cmd) == 0);
+        med_image *rgb = NULL, *y = NULL, *back = NULL, *twice = NULL, *cl = NULL;
+        med_info iy, ib;
+        CHECK_ST(med_read_file(ctx, src, &rgb), CT_OK);
+        CHECK_ST(med_read_file_as(ctx, src, MED_READ_YCC, &y), CT_OK);
+        if (rgb == NULL || y == NULL) {
+            med_image_free(rgb);
+            med_image_free(y);
+            continue;
+        }
+        med_get_info(y, &iy);
+        CHECK(iy.width == 333 && iy.height == 197);
+        CHECK(iy.jpeg_h[0] == cases[k].h0 && iy.jpeg_v[0] == cases[k].v0);
+        CHECK(iy.ycc == cases[k].ycc);
+        CHECK(iy.channels == (cases[k].ycc ? 1u : 3u));
+        if (!cases[k].ycc) {
+            CHECK(same_pixels(rgb, y));
+            med_image_free(rgb);
+            med_image_free(y);
+            continue;
+        }
+        /* Y is the luma of the RGB decode, up to that decode's rounding. */
+        size_t n = (size_t)333 * 197;
+        float *l = malloc(n * sizeof *l), *up = malloc(n * sizeof *up),
+              *dn = malloc(n * sizeof *dn), *ly = malloc(n * sizeof *ly);
+        CHECK(l != NULL && up != NULL && dn != NULL && ly != NULL);
+        if (l != NULL && up != NULL && dn != NULL && ly != NULL) {
+            CHECK_ST(med_luma(ctx, rgb, l, NULL, NULL, NULL), CT_OK);
+            CHECK_ST(med_luma(ctx, y, ly, up, dn, NULL), CT_OK);
+            double mad = 0;
+            int rooms_ok = 1;
+            for (size_t i = 0; i < n; i++) {
+                mad += fabs((double)l[i] - ly[i]);
+                rooms_ok &= up[i] >= 0 && dn[i] >= 0 && up[i] <= 255.0f - ly[i] + 0.01f &&
+                            dn[i] <= ly[i] + 0.01f;
+            }
+            CHECK(mad / (double)n < 1.0);
+            CHECK(rooms_ok);
+        }
+        free(l);
+        free(up);
+        free(dn);
+        free(ly);
+        /* Unchanged planes written again: the same picture as an RGB
+         * re-encode would give, the same sampling. */
+        CHECK_ST(med_write_file(ctx, y, tmp_path(outj), NULL), CT_OK);
+        CHECK_ST(med_read_file(ctx, tmp_path(outj), &back), CT_OK);
+        if (back != NULL) {
+            med_get_info(back, &ib);
+            CHECK(ib.jpeg_h[0] == cases[k].h0 && ib.jpeg_v[0] == cases[k].v0 &&
+                  ib.jpeg_h[1] == 1 && ib.jpeg_v[1] == 1 && ib.channels == 3);
+            CHECK(mse8(rgb, back) < 4.0);
+        }
+        /* A change of Y arrives as that change. */
+        float *d = malloc(n * sizeof *d);
+        if (d != NULL) {
+            for (size_t i = 0; i < n; i++) {
+                d[i] = 3.0f;
+            }
+            CHECK_ST(med_add_luma(ctx, y, d), CT_OK);
+            CHECK_ST(med_write_file(ctx, y, tmp_path(outj), NULL), CT_OK);
+            CHECK_ST(med_read_file_as(ctx, tmp_path(outj), MED_READ_YCC, &twice), CT_OK);
+            if (twice != NULL) {
+                const uint8_t *a = med_pixels(y), *b = med_pixels(twice);
+                double mean = 0;
+                for (size_t i = 0; i < n; i++) {
+                    mean += (double)b[i] - a[i];
+                }
+                CHECK(fabs(mean / (double)n) < 0.3);
+            }
+            free(d);
+        }
+        /* Planes are only for JPEG; a clone carries them. */
+        CHECK_ST(med_write_file(ctx, y, tmp_path(outp), NULL), CT_ERR_MISUSE);
+        CHECK_ST(med_image_clone(ctx, y, &cl), CT_OK);
+        if (cl != NULL) {
+            size_t na = 0, nb = 0;
+            CHECK_ST(med_write_file(ctx, cl, tmp_path("ycc_clone.jpg"), NULL), CT_OK);
+            uint8_t *ra = slurp(tmp_path(outj), &na), *rb = slurp(tmp_path("ycc_clone.jpg"), &nb);
+            CHECK(ra != NULL && rb != NULL && na == nb && memcmp(ra, rb, na) == 0);
+            free(ra);
+            free(rb);
+        }
+        med_image_free(rgb);
+        med_image_free(y);
+        med_image_free(back);
+        med_image_free(twice);
+        med_image_free(cl);
+    }
+    /* Saturated colour leaves no room: pure red cannot get brighter. */
+    med_image *red = NULL;
+    snprintf(cmd, sizeof cmd, "convert -size 64x48 xc:'#ff0000' -quality 95 '%s'",
+             tmp_path("red.jpg"));
+    CHECK(run(cmd) == 0);
+    CHECK_ST(med_read_file_as(ctx, tmp_path("red.jpg"), MED_READ_YCC, &red), CT_OK);
+    if (red != NULL) {
+        float l[64 * 48], up[64 * 48], dn[64 * 48];
+        CHECK_ST(med_luma(ctx, red, l, up, dn, NULL), CT_OK);
+        CHECK(up[1000] < 2.0f && dn[1000] < 2.0f && l[1000] > 70.0f && l[1000] < 84.0f);
+    }
+    med_image_free(red);
+}
+
 static void test_jpeg_gray_progressive(ct_ctx *ctx)
 {
     med_image *a = NULL, *b = NULL;
@@ -628,7 +753,9 @@ static void test_hostile(ct_ctx *ctx)
                                n - 1};
         for (size_t i = 0; i < sizeof cuts / sizeof cuts[0]; i++) {
             med_image *img = NULL;
-            ct_status st = med_read_mem(ctx, data, cuts[i], "cut", &img);
+            /* every other read as Y'CbCr planes: the raw decoder too */
+            ct_status st = med_read_mem_as(ctx, data, cuts[i], "cut", (i & 1) ? MED_READ_YCC : 0,
+                                           &img);
             if (strict) {
                 /* PNG and JPEG: a truncated file always fails. */
                 CHECK_ST(st, CT_ERR_FORMAT);
@@ -653,7 +780,8 @@ static void test_hostile(ct_ctx *ctx)
                 size_t span = (rng_next(&seed) & 1) ? n : (n < 2048 ? n : 2048);
                 copy[rng_next(&seed) % span] ^= (uint8_t)(1 + rng_next(&seed) % 255);
             }
-            ct_status st = med_read_mem(ctx, copy, n, "flip", &img);
+            ct_status st =
+                med_read_mem_as(ctx, copy, n, "flip", (r & 1) ? MED_READ_YCC : 0, &img);
             /* LIMIT is right when a flip enlarges a JPEG SOF. */
             CHECK(st == CT_OK || st == CT_ERR_FORMAT || st == CT_ERR_LIMIT);
             CHECK((st == CT_OK) == (img != NULL));
@@ -853,6 +981,7 @@ int main(void)
     test_png_16bit(ctx);
     test_png_palette(ctx);
     test_jpeg(ctx);
+    test_jpeg_ycc(ctx);
     test_jpeg_gray_progressive(ctx);
     test_jpeg_app1(ctx);
     test_cross(ctx);

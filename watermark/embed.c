@@ -95,6 +95,10 @@ static inline float wm_clip_shift(float d, float A, float up, float down)
     return d;
 }
 
+/* Partial sums per run of the tile (at most a tile period of pixels, each
+ * term a few levels squared: float keeps 7 digits of it). */
+#define LANES 8
+
 /* The global ceiling: whatever the mask allows, the luma PSNR of a marked
  * image stays at or above this (textured paintings would otherwise take
  * the whole budget everywhere). */
@@ -163,25 +167,43 @@ ct_status wm_embed_amp(ct_ctx *ctx, const wm_plane *pl, const float *amp,
     const float fcap = (float)(wm_flat_cap(pl->fine) * prm->strength);
     double s_ff = 0, s_fe = 0, s_ee = 0;
     size_t nvis = 0;
-    /* Rows walk the tile in runs of at most P pixels: no division per
-     * pixel. */
+    /* Rows walk the tile in runs of at most P pixels (no division per
+     * pixel); each run sums in LANES float accumulators, which vectorise,
+     * and hands the run's total to the double sums. */
     for (uint32_t y = 0; y < h; y++) {
         const float *trow = tile + (size_t)(y % (uint32_t)P) * P;
         for (uint32_t x0 = 0; x0 < w; x0 += (uint32_t)P) {
             const uint32_t run = w - x0 < (uint32_t)P ? w - x0 : (uint32_t)P;
             const size_t i0 = (size_t)y * w + x0;
-            for (uint32_t j = 0; j < run; j++) {
-                size_t i = i0 + j;
-                float a = pl->weight != NULL ? pl->weight[i] : 1.0f;
-                if (a <= 0.0f) {
-                    continue;
+            float aff[LANES] = {0}, afe[LANES] = {0}, aee[LANES] = {0}, anv[LANES] = {0};
+            uint32_t j = 0;
+            for (; j + LANES <= run; j += LANES) {
+                for (int l = 0; l < LANES; l++) {
+                    float a = pl->weight != NULL ? pl->weight[i0 + j + l] : 1.0f;
+                    float on = a > 0.0f ? 1.0f : 0.0f;
+                    float t = trow[j + l] * a, am = amp[i0 + j + l];
+                    float f = (am < fcap ? am : fcap) * t, e = am * t - f;
+                    aff[l] += on * f * f;
+                    afe[l] += on * f * e;
+                    aee[l] += on * e * e;
+                    anv[l] += on;
                 }
-                float t = trow[j] * a;
-                float f = amp[i] < fcap ? amp[i] : fcap, e = amp[i] - f;
-                s_ff += (double)(f * t) * (f * t);
-                s_fe += (double)(f * t) * (e * t);
-                s_ee += (double)(e * t) * (e * t);
-                nvis++;
+            }
+            for (; j < run; j++) {
+                float a = pl->weight != NULL ? pl->weight[i0 + j] : 1.0f;
+                float on = a > 0.0f ? 1.0f : 0.0f;
+                float t = trow[j] * a, am = amp[i0 + j];
+                float f = (am < fcap ? am : fcap) * t, e = am * t - f;
+                aff[0] += on * f * f;
+                afe[0] += on * f * e;
+                aee[0] += on * e * e;
+                anv[0] += on;
+            }
+            for (int l = 0; l < LANES; l++) {
+                s_ff += aff[l];
+                s_fe += afe[l];
+                s_ee += aee[l];
+                nvis += (size_t)anv[l];
             }
         }
     }
@@ -207,10 +229,22 @@ ct_status wm_embed_amp(ct_ctx *ctx, const wm_plane *pl, const float *amp,
                                          pl->room_up != NULL ? pl->room_up[i] : INFINITY,
                                          pl->room_down != NULL ? pl->room_down[i] : INFINITY);
             }
-            for (uint32_t j = 0; j < run; j++) {
-                size_t i = i0 + j;
-                float a = pl->weight != NULL ? pl->weight[i] : 1.0f;
-                sum2 += (double)(a * delta[i]) * (a * delta[i]);
+            float acc[LANES] = {0};
+            uint32_t j = 0;
+            for (; j + LANES <= run; j += LANES) {
+                for (int l = 0; l < LANES; l++) {
+                    float a = pl->weight != NULL ? pl->weight[i0 + j + l] : 1.0f;
+                    float d = a * delta[i0 + j + l];
+                    acc[l] += d * d;
+                }
+            }
+            for (; j < run; j++) {
+                float a = pl->weight != NULL ? pl->weight[i0 + j] : 1.0f;
+                float d = a * delta[i0 + j];
+                acc[0] += d * d;
+            }
+            for (int l = 0; l < LANES; l++) {
+                sum2 += acc[l];
             }
         }
     }
