@@ -177,7 +177,7 @@ static ct_status mark_frame(void *opaque, const med_vframe *f, float *delta)
     mark_state *m = opaque;
     /* Rooms are left to media, which clips to the code range as it
      * rounds: video Y' has headroom above white and below black. */
-    wm_plane wp = {f->w, f->h, f->y, NULL, NULL, NULL, false};
+    wm_plane wp = {f->w, f->h, f->y, NULL, NULL, NULL, false, 1};
     ct_status st = wm_embed(NULL, &wp, m->sync_key, m->vkey, &m->prm, delta);
     if (st != CT_OK) {
         return st;
@@ -285,10 +285,10 @@ static ct_status embed_sequence(ct_ctx *ctx, const char *input, const char *tmp,
         const char *ext = strrchr(nm->v[i], '.');
         bool png = ext != NULL && strcasecmp(ext, ".png") == 0;
         bool split = png && med_depth(img) == 8 && med_channels(img) >= 3;
-        wm_plane wp = {w, hh, y, up, down, wt, med_depth(img) == 16 || split};
+        wm_plane wp = {w, hh, y, up, down, wt, med_depth(img) == 16 || split, 1};
         st = wm_embed(ctx, &wp, m->sync_key, m->vkey, &m->prm, delta);
         if (st == CT_OK) {
-            st = med_realize_luma(ctx, img, delta, split);
+            st = med_realize_luma(ctx, img, delta, split, 1);
         }
         if (st == CT_OK) {
             st = med_luma(ctx, img, delta, NULL, NULL, NULL); /* what was written */

@@ -7,6 +7,9 @@
 #include <stdint.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <unistd.h>
+
+#include <pthread.h>
 
 #include <sodium.h>
 
@@ -271,4 +274,57 @@ ct_status ct_home_path(ct_ctx *ctx, const char *name, char **out)
     memcpy(p + a + 1, name, b + 1);
     *out = p;
     return CT_OK;
+}
+
+/* ---- bands on threads ---- */
+
+typedef struct par_job {
+    void (*fn)(void *arg, unsigned band);
+    void *arg;
+    unsigned first, step, nbands;
+} par_job;
+
+static void *par_run(void *p)
+{
+    const par_job *j = p;
+    for (unsigned b = j->first; b < j->nbands; b += j->step) {
+        j->fn(j->arg, b);
+    }
+    return NULL;
+}
+
+#define CT_MAX_THREADS 8
+
+void ct_parallel(unsigned nbands, unsigned threads, void (*fn)(void *arg, unsigned band),
+                 void *arg)
+{
+    if (nbands == 0) {
+        return;
+    }
+    unsigned t = threads < 1 ? 1 : threads;
+    t = t > nbands ? nbands : t;
+    t = t > CT_MAX_THREADS ? CT_MAX_THREADS : t;
+    pthread_t th[CT_MAX_THREADS];
+    par_job jobs[CT_MAX_THREADS] = {{0}};
+    bool started[CT_MAX_THREADS] = {false};
+    for (unsigned i = 0; i < t; i++) {
+        jobs[i] = (par_job){fn, arg, i, t, nbands};
+    }
+    for (unsigned i = 1; i < t; i++) {
+        started[i] = pthread_create(&th[i], NULL, par_run, &jobs[i]) == 0;
+    }
+    par_run(&jobs[0]);
+    for (unsigned i = 1; i < t; i++) {
+        if (started[i]) {
+            pthread_join(th[i], NULL);
+        } else {
+            par_run(&jobs[i]);
+        }
+    }
+}
+
+unsigned ct_image_threads(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n < 1 ? 1u : (n > 4 ? 4u : (unsigned)n);
 }

@@ -89,6 +89,18 @@ static inline bool ct_add(size_t *out, size_t a, size_t b)
 void *ct_slot_get(const ct_ctx *ctx, ct_slot s);
 void ct_slot_set(ct_ctx *ctx, ct_slot s, void *p, void (*destroy)(void *));
 
+/* Run fn(arg, b) for every band b in 0..nbands-1, on up to `threads`
+ * threads (the caller's among them; 0 or 1: all on the caller's). The
+ * caller fixes the bands, so what fn computes never depends on how many
+ * threads ran it. A thread that cannot start leaves its bands to the
+ * caller. fn must not touch a shared ct_ctx. */
+void ct_parallel(unsigned nbands, unsigned threads, void (*fn)(void *arg, unsigned band),
+                 void *arg);
+
+/* Threads worth using for one image's per-pixel work: the online CPUs,
+ * at most 4. */
+unsigned ct_image_threads(void);
+
 /* Join home and a file name into a new string (caller frees with free()). */
 ct_status ct_home_path(ct_ctx *ctx, const char *name, char **out);
 

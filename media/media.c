@@ -766,6 +766,8 @@ static inline __attribute__((always_inline)) void realize_px(uint8_t *restrict p
  * chains. Every sum is formed in the same order as row by row: the
  * output is bit-identical to the plain scan. */
 #define RB 4
+/* Row bands of med_realize_luma. */
+#define MED_BANDS 4u
 
 /* err: (RB + 1) rows of w + 2 floats, zeroed. */
 static inline __attribute__((always_inline)) void realize8(uint8_t *restrict pix, uint32_t w,
@@ -795,7 +797,52 @@ static inline __attribute__((always_inline)) void realize8(uint8_t *restrict pix
     }
 }
 
-ct_status med_realize_luma(ct_ctx *ctx, med_image *img, float *delta, bool split_rgb)
+typedef struct realize_job {
+    med_image *img;
+    float *delta;
+    float *err;
+    size_t ew;
+    unsigned key; /* channels * 2 + split */
+} realize_job;
+
+static void realize_band(void *arg, unsigned band)
+{
+    const realize_job *jb = arg;
+    const med_image *img = jb->img;
+    const uint32_t r0 = (uint32_t)((uint64_t)img->h * band / MED_BANDS);
+    const uint32_t r1 = (uint32_t)((uint64_t)img->h * (band + 1) / MED_BANDS);
+    if (r1 <= r0) {
+        return;
+    }
+    const unsigned ch = img->channels;
+    uint8_t *p = (uint8_t *)img->pix + (size_t)r0 * img->w * ch;
+    float *d = jb->delta + (size_t)r0 * img->w;
+    float *e = jb->err + jb->ew * band;
+    const uint32_t w = img->w, h = r1 - r0;
+    switch (jb->key) {
+    case 2:
+        realize8(p, w, h, d, e, 1, false);
+        break;
+    case 4:
+        realize8(p, w, h, d, e, 2, false);
+        break;
+    case 6:
+        realize8(p, w, h, d, e, 3, false);
+        break;
+    case 7:
+        realize8(p, w, h, d, e, 3, true);
+        break;
+    case 8:
+        realize8(p, w, h, d, e, 4, false);
+        break;
+    default:
+        realize8(p, w, h, d, e, 4, true);
+        break;
+    }
+}
+
+ct_status med_realize_luma(ct_ctx *ctx, med_image *img, float *delta, bool split_rgb,
+                           unsigned threads)
 {
     size_t n;
     float *err = NULL;
@@ -825,35 +872,21 @@ ct_status med_realize_luma(ct_ctx *ctx, med_image *img, float *delta, bool split
         }
         return CT_OK;
     }
-    err = ct_calloc(ctx, (RB + 1) * ((size_t)img->w + 2), sizeof *err);
+    /* Row bands (MED_BANDS, fixed) each diffuse their own error from
+     * zero, so the result is the same on any number of threads. */
+    const size_t ew = (RB + 1) * ((size_t)img->w + 2);
+    err = ct_calloc(ctx, MED_BANDS * ew, sizeof *err);
     if (err == NULL) {
         return CT_ERR_NOMEM;
     }
-    uint8_t *p = img->pix;
     const bool split = split_rgb && colours == 3;
-    switch (ch * 2u + (split ? 1u : 0u)) {
-    case 2:
-        realize8(p, img->w, img->h, delta, err, 1, false);
-        break;
-    case 4:
-        realize8(p, img->w, img->h, delta, err, 2, false);
-        break;
-    case 6:
-        realize8(p, img->w, img->h, delta, err, 3, false);
-        break;
-    case 7:
-        realize8(p, img->w, img->h, delta, err, 3, true);
-        break;
-    case 8:
-        realize8(p, img->w, img->h, delta, err, 4, false);
-        break;
-    case 9:
-        realize8(p, img->w, img->h, delta, err, 4, true);
-        break;
-    default:
+    const unsigned key = ch * 2u + (split ? 1u : 0u);
+    if (key < 2 || key > 9 || key == 3 || key == 5) {
         free(err);
         return ct_fail(ctx, CT_ERR_MISUSE, "med_realize_luma: %u channels", ch);
     }
+    realize_job jb = {img, delta, err, ew, key};
+    ct_parallel(MED_BANDS, threads, realize_band, &jb);
     free(err);
     return CT_OK;
 }

@@ -85,8 +85,11 @@ ct_status med_add_luma(ct_ctx *ctx, med_image *img, const float *delta);
  *   for lossless output: a JPEG encoder rounds luma to whole levels again.
  * Channels are clipped to their range; the clipped part is diffused too.
  * On return delta[i] holds the luma change actually made (0 under alpha 0),
- * so the caller can measure what was written without reading it back. */
-ct_status med_realize_luma(ct_ctx *ctx, med_image *img, float *delta, bool split_rgb);
+ * so the caller can measure what was written without reading it back.
+ * 8-bit images diffuse within 4 fixed row bands, run on up to `threads`
+ * threads (0 or 1: the caller's): the output does not depend on it. */
+ct_status med_realize_luma(ct_ctx *ctx, med_image *img, float *delta, bool split_rgb,
+                           unsigned threads);
 
 /* ---- added for tests and the api layer ---------------------------------- */
 

@@ -667,7 +667,7 @@ static void test_tile(ct_ctx *ctx)
     /* The embedder renders exactly wm_tile_at: flat gray, fine output, so
      * the budget is one constant and the change is that constant times
      * the tile at u = x * 64 / P. */
-    wm_plane pl = {w, h, y, up, down, NULL, true};
+    wm_plane pl = {w, h, y, up, down, NULL, true, 1};
     wm_embed_params prm = {1.0, serial};
     CHECK_ST(wm_embed(ctx, &pl, skey, vkey, &prm, delta), CT_OK);
     int P = wm_period_for(w, h);
@@ -855,7 +855,7 @@ static void test_mask(ct_ctx *ctx)
     }
     for (int fine = 0; fine <= 1; fine++) {
         const float cap = fine ? 0.6f : 0.45f;
-        wm_plane pl = {w, h, y, NULL, NULL, NULL, fine};
+        wm_plane pl = {w, h, y, NULL, NULL, NULL, fine, 1};
         mask_image(y, w, h, line_x, half, 30.0f);
         CHECK_ST(wm_mask(ctx, &pl, 1.0, amp), CT_OK);
         /* The same picture with a fainter line. */
@@ -917,7 +917,7 @@ static void test_mask(ct_ctx *ctx)
         wt[i] = (i % 3 == 0) ? 0.0f : 1.0f;
     }
     {
-        wm_plane pl0 = {w, h, y, NULL, NULL, NULL, false};
+        wm_plane pl0 = {w, h, y, NULL, NULL, NULL, false, 1};
         wm_plane pl = pl0;
         for (size_t i = 0; i < n; i++) {
             wt[i] = 1.0f;
@@ -1016,10 +1016,31 @@ static void test_quality(ct_ctx *ctx)
         }
         CHECK_ST(med_luma(ctx, img, y, up, down, wt), CT_OK);
         bool fine = med_depth(img) == 16 || cases[c].split;
-        wm_plane pl = {w, h, y, up, down, wt, fine};
+        wm_plane pl = {w, h, y, up, down, wt, fine, 1};
         wm_embed_params prm = {1.0, 0xa5a5a5a5u};
         CHECK_ST(wm_embed(ctx, &pl, skey, vkey, &prm, delta), CT_OK);
-        CHECK_ST(med_realize_luma(ctx, img, delta, cases[c].split), CT_OK);
+        {
+            /* The same change and the same pixels on 4 threads as on 1. */
+            wm_plane pl4 = pl;
+            pl4.threads = 4;
+            float *d4 = malloc(n * sizeof *d4);
+            med_image *img4 = NULL;
+            CHECK_ST(med_image_clone(ctx, img, &img4), CT_OK);
+            CHECK(d4 != NULL);
+            if (d4 != NULL && img4 != NULL) {
+                CHECK_ST(wm_embed(ctx, &pl4, skey, vkey, &prm, d4), CT_OK);
+                CHECK(memcmp(d4, delta, n * sizeof *d4) == 0);
+                CHECK_ST(med_realize_luma(ctx, img4, d4, cases[c].split, 4), CT_OK);
+            }
+            CHECK_ST(med_realize_luma(ctx, img, delta, cases[c].split, 1), CT_OK);
+            if (d4 != NULL && img4 != NULL) {
+                CHECK(memcmp(d4, delta, n * sizeof *d4) == 0);
+                CHECK(memcmp(med_pixels(img4), med_pixels(img),
+                             n * med_channels(img) * (med_depth(img) / 8)) == 0);
+            }
+            free(d4);
+            med_image_free(img4);
+        }
         CHECK_ST(med_luma(ctx, img, y2, NULL, NULL, NULL), CT_OK);
         for (size_t i = 0; i < n; i++) {
             y2[i] -= y[i]; /* the change actually written */
@@ -1118,7 +1139,7 @@ static void test_faults(ct_ctx *ctx)
     for (size_t i = 0; i < n; i++) {
         y[i] = (float)(100.0 + 6.0 * rng_gauss(&r));
     }
-    wm_plane pl = {w, h, y, NULL, NULL, NULL, false};
+    wm_plane pl = {w, h, y, NULL, NULL, NULL, false, 1};
     wm_embed_params prm = {1.0, 77};
     CHECK_ST(wm_embed(ctx, &pl, skey, vkey, &prm, ref), CT_OK);
     CHECK_ST(wm_mask(ctx, &pl, 1.0, delta), CT_OK);

@@ -121,6 +121,128 @@ ct_status wm_embed(ct_ctx *ctx, const wm_plane *pl, const uint8_t sync_key[WM_KE
     return st;
 }
 
+/* The per-pixel passes of wm_embed_amp, by row bands (WM_BANDS, fixed:
+ * the sums are added band by band in order, so the result does not depend
+ * on the thread count). */
+typedef struct amp_job {
+    const wm_plane *pl;
+    const float *amp;
+    float *delta;
+    const float *tile;
+    int P;
+    float fcap, k;
+    double sum[WM_BANDS][4];
+} amp_job;
+
+static void band_rows(uint32_t h, unsigned band, uint32_t *r0, uint32_t *r1)
+{
+    *r0 = (uint32_t)((uint64_t)h * band / WM_BANDS);
+    *r1 = (uint32_t)((uint64_t)h * (band + 1) / WM_BANDS);
+}
+
+/* Sums for the PSNR ceiling: seen energy of the capped part (f), of the
+ * excess (e), their cross term, and the visible pixel count. Rows walk
+ * the tile in runs of at most P pixels (no division per pixel); each run
+ * sums in LANES float accumulators, which vectorise, and hands its total
+ * to the double sums. */
+static void amp_sums(void *arg, unsigned band)
+{
+    amp_job *jb = arg;
+    const wm_plane *pl = jb->pl;
+    const uint32_t w = pl->w, P = (uint32_t)jb->P;
+    const float *amp = jb->amp, fcap = jb->fcap;
+    double s_ff = 0, s_fe = 0, s_ee = 0, nvis = 0;
+    uint32_t r0, r1;
+    band_rows(pl->h, band, &r0, &r1);
+    for (uint32_t y = r0; y < r1; y++) {
+        const float *trow = jb->tile + (size_t)(y % P) * P;
+        for (uint32_t x0 = 0; x0 < w; x0 += P) {
+            const uint32_t run = w - x0 < P ? w - x0 : P;
+            const size_t i0 = (size_t)y * w + x0;
+            float aff[LANES] = {0}, afe[LANES] = {0}, aee[LANES] = {0}, anv[LANES] = {0};
+            uint32_t j = 0;
+            for (; j + LANES <= run; j += LANES) {
+                for (int l = 0; l < LANES; l++) {
+                    float a = pl->weight != NULL ? pl->weight[i0 + j + l] : 1.0f;
+                    float on = a > 0.0f ? 1.0f : 0.0f;
+                    float t = trow[j + l] * a, am = amp[i0 + j + l];
+                    float f = (am < fcap ? am : fcap) * t, e = am * t - f;
+                    aff[l] += on * f * f;
+                    afe[l] += on * f * e;
+                    aee[l] += on * e * e;
+                    anv[l] += on;
+                }
+            }
+            for (; j < run; j++) {
+                float a = pl->weight != NULL ? pl->weight[i0 + j] : 1.0f;
+                float on = a > 0.0f ? 1.0f : 0.0f;
+                float t = trow[j] * a, am = amp[i0 + j];
+                float f = (am < fcap ? am : fcap) * t, e = am * t - f;
+                aff[0] += on * f * f;
+                afe[0] += on * f * e;
+                aee[0] += on * e * e;
+                anv[0] += on;
+            }
+            for (int l = 0; l < LANES; l++) {
+                s_ff += aff[l];
+                s_fe += afe[l];
+                s_ee += aee[l];
+                nvis += anv[l];
+            }
+        }
+    }
+    jb->sum[band][0] = s_ff;
+    jb->sum[band][1] = s_fe;
+    jb->sum[band][2] = s_ee;
+    jb->sum[band][3] = nvis;
+}
+
+/* The change itself, A t kept inside the rooms, and its seen energy. */
+static void amp_apply(void *arg, unsigned band)
+{
+    amp_job *jb = arg;
+    const wm_plane *pl = jb->pl;
+    const uint32_t w = pl->w, P = (uint32_t)jb->P;
+    const float *amp = jb->amp, fcap = jb->fcap, kf = jb->k;
+    float *delta = jb->delta;
+    double sum2 = 0;
+    uint32_t r0, r1;
+    band_rows(pl->h, band, &r0, &r1);
+    for (uint32_t y = r0; y < r1; y++) {
+        const float *trow = jb->tile + (size_t)(y % P) * P;
+        for (uint32_t x0 = 0; x0 < w; x0 += P) {
+            const uint32_t run = w - x0 < P ? w - x0 : P;
+            const size_t i0 = (size_t)y * w + x0;
+            for (uint32_t j = 0; j < run; j++) {
+                size_t i = i0 + j;
+                float f = amp[i] < fcap ? amp[i] : fcap;
+                float A = f + kf * (amp[i] - f);
+                delta[i] = wm_clip_shift(A * trow[j], A,
+                                         pl->room_up != NULL ? pl->room_up[i] : INFINITY,
+                                         pl->room_down != NULL ? pl->room_down[i] : INFINITY);
+            }
+            float acc[LANES] = {0};
+            uint32_t j = 0;
+            for (; j + LANES <= run; j += LANES) {
+                for (int l = 0; l < LANES; l++) {
+                    float a = pl->weight != NULL ? pl->weight[i0 + j + l] : 1.0f;
+                    float d = a * delta[i0 + j + l];
+                    acc[l] += d * d;
+                }
+            }
+            for (; j < run; j++) {
+                float a = pl->weight != NULL ? pl->weight[i0 + j] : 1.0f;
+                float d = a * delta[i0 + j];
+                acc[0] += d * d;
+            }
+            for (int l = 0; l < LANES; l++) {
+                sum2 += acc[l];
+            }
+        }
+    }
+    jb->sum[band][0] = sum2;
+}
+
 ct_status wm_embed_amp(ct_ctx *ctx, const wm_plane *pl, const float *amp,
                        const uint8_t sync_key[WM_KEYBYTES], const uint8_t vendor_key[WM_KEYBYTES],
                        const wm_embed_params *prm, float *delta)
@@ -165,48 +287,16 @@ ct_status wm_embed_amp(ct_ctx *ctx, const wm_plane *pl, const float *amp,
         cap = sqrt(fmax(cap * cap - 1.0 / 12.0, 0.25));
     }
     const float fcap = (float)(wm_flat_cap(pl->fine) * prm->strength);
-    double s_ff = 0, s_fe = 0, s_ee = 0;
-    size_t nvis = 0;
-    /* Rows walk the tile in runs of at most P pixels (no division per
-     * pixel); each run sums in LANES float accumulators, which vectorise,
-     * and hands the run's total to the double sums. */
-    for (uint32_t y = 0; y < h; y++) {
-        const float *trow = tile + (size_t)(y % (uint32_t)P) * P;
-        for (uint32_t x0 = 0; x0 < w; x0 += (uint32_t)P) {
-            const uint32_t run = w - x0 < (uint32_t)P ? w - x0 : (uint32_t)P;
-            const size_t i0 = (size_t)y * w + x0;
-            float aff[LANES] = {0}, afe[LANES] = {0}, aee[LANES] = {0}, anv[LANES] = {0};
-            uint32_t j = 0;
-            for (; j + LANES <= run; j += LANES) {
-                for (int l = 0; l < LANES; l++) {
-                    float a = pl->weight != NULL ? pl->weight[i0 + j + l] : 1.0f;
-                    float on = a > 0.0f ? 1.0f : 0.0f;
-                    float t = trow[j + l] * a, am = amp[i0 + j + l];
-                    float f = (am < fcap ? am : fcap) * t, e = am * t - f;
-                    aff[l] += on * f * f;
-                    afe[l] += on * f * e;
-                    aee[l] += on * e * e;
-                    anv[l] += on;
-                }
-            }
-            for (; j < run; j++) {
-                float a = pl->weight != NULL ? pl->weight[i0 + j] : 1.0f;
-                float on = a > 0.0f ? 1.0f : 0.0f;
-                float t = trow[j] * a, am = amp[i0 + j];
-                float f = (am < fcap ? am : fcap) * t, e = am * t - f;
-                aff[0] += on * f * f;
-                afe[0] += on * f * e;
-                aee[0] += on * e * e;
-                anv[0] += on;
-            }
-            for (int l = 0; l < LANES; l++) {
-                s_ff += aff[l];
-                s_fe += afe[l];
-                s_ee += aee[l];
-                nvis += (size_t)anv[l];
-            }
-        }
+    amp_job jb = {pl, amp, delta, tile, P, fcap, 1.0f, {{0}}};
+    ct_parallel(WM_BANDS, pl->threads, amp_sums, &jb);
+    double s_ff = 0, s_fe = 0, s_ee = 0, nv = 0;
+    for (unsigned bnd = 0; bnd < WM_BANDS; bnd++) {
+        s_ff += jb.sum[bnd][0];
+        s_fe += jb.sum[bnd][1];
+        s_ee += jb.sum[bnd][2];
+        nv += jb.sum[bnd][3];
     }
+    const size_t nvis = (size_t)nv;
     double k = 1.0;
     if (nvis > 0 && (s_ff + 2 * s_fe + s_ee) > cap * cap * (double)nvis) {
         /* Solve s_ee k^2 + 2 s_fe k + s_ff = cap^2 n for k in [0, 1]. */
@@ -214,39 +304,11 @@ ct_status wm_embed_amp(ct_ctx *ctx, const wm_plane *pl, const float *amp,
         k = c >= 0 || s_ee <= 0 ? 0.0 : (-s_fe + sqrt(s_fe * s_fe - s_ee * c)) / s_ee;
         k = fmin(fmax(k, 0.0), 1.0);
     }
+    jb.k = (float)k;
+    ct_parallel(WM_BANDS, pl->threads, amp_apply, &jb);
     double sum2 = 0;
-    const float kf = (float)k;
-    for (uint32_t y = 0; y < h; y++) {
-        const float *trow = tile + (size_t)(y % (uint32_t)P) * P;
-        for (uint32_t x0 = 0; x0 < w; x0 += (uint32_t)P) {
-            const uint32_t run = w - x0 < (uint32_t)P ? w - x0 : (uint32_t)P;
-            const size_t i0 = (size_t)y * w + x0;
-            for (uint32_t j = 0; j < run; j++) {
-                size_t i = i0 + j;
-                float f = amp[i] < fcap ? amp[i] : fcap;
-                float A = f + kf * (amp[i] - f);
-                delta[i] = wm_clip_shift(A * trow[j], A,
-                                         pl->room_up != NULL ? pl->room_up[i] : INFINITY,
-                                         pl->room_down != NULL ? pl->room_down[i] : INFINITY);
-            }
-            float acc[LANES] = {0};
-            uint32_t j = 0;
-            for (; j + LANES <= run; j += LANES) {
-                for (int l = 0; l < LANES; l++) {
-                    float a = pl->weight != NULL ? pl->weight[i0 + j + l] : 1.0f;
-                    float d = a * delta[i0 + j + l];
-                    acc[l] += d * d;
-                }
-            }
-            for (; j < run; j++) {
-                float a = pl->weight != NULL ? pl->weight[i0 + j] : 1.0f;
-                float d = a * delta[i0 + j];
-                acc[0] += d * d;
-            }
-            for (int l = 0; l < LANES; l++) {
-                sum2 += acc[l];
-            }
-        }
+    for (unsigned bnd = 0; bnd < WM_BANDS; bnd++) {
+        sum2 += jb.sum[bnd][0];
     }
     /* The shift at clipping limits adds a little of its own: a last
      * uniform scale keeps the ceiling exact. */

@@ -131,30 +131,29 @@ static void row_budget(const float *restrict x3u, const float *restrict x3c,
     }
 }
 
-/* One pass over the rows with a ring of per-row statistics: the budget
- * reads the plane once and writes amp once. (Four whole-plane rounds of
- * 3x3 max and min moved some 250 MB for a 1080p frame and were the
- * embedder's slowest stage; the result is the same to the bit.) */
-ct_status wm_mask(ct_ctx *ctx, const wm_plane *pl, double strength, float *amp)
-{
-    const uint32_t w = pl->w, h = pl->h;
-    float *ring = ct_mallocarray(ctx, (size_t)RING * R_NARR, (size_t)w * sizeof *ring);
-    float *seen = pl->weight != NULL ? ct_mallocarray(ctx, w, sizeof *seen) : NULL;
-    float *vmx = ct_mallocarray(ctx, w, 2 * sizeof *vmx);
-    if (ring == NULL || vmx == NULL || (pl->weight != NULL && seen == NULL)) {
-        free(ring);
-        free(seen);
-        free(vmx);
-        return CT_ERR_NOMEM;
-    }
-    float *vmn = vmx + w;
-    const float sflat = (float)((pl->fine ? A_FLAT_FINE : A_FLAT) * strength);
-    const float smax = (float)(A_MAX * strength);
-    const float sk = (float)(strength * strength) * KAPPA;
-    long done = -1; /* last input row whose statistics are in the ring */
+typedef struct mask_job {
+    const wm_plane *pl;
+    float *amp;
+    float *buf; /* per band: ring, then vmx/vmn (2w), then seen (w) */
+    size_t band_floats;
+    float sk, smax, sflat;
+} mask_job;
 
-    for (uint32_t r = 0; r < h; r++) {
-        for (long j = done + 1; j <= (long)r + 4 && j < (long)h; j++) {
+/* Output rows [r0, r1) of one band. */
+static void mask_band(void *arg, unsigned band)
+{
+    const mask_job *jb = arg;
+    const wm_plane *pl = jb->pl;
+    const uint32_t w = pl->w, h = pl->h;
+    const uint32_t r0 = (uint32_t)((uint64_t)h * band / WM_BANDS);
+    const uint32_t r1 = (uint32_t)((uint64_t)h * (band + 1) / WM_BANDS);
+    float *ring = jb->buf + jb->band_floats * band;
+    float *vmx = ring + (size_t)RING * R_NARR * w, *vmn = vmx + w, *seen = vmn + w;
+    long done = (long)r0 - 5; /* last input row whose statistics are in the ring */
+
+    for (uint32_t r = r0; r < r1; r++) {
+        long j = done + 1 > 0 ? done + 1 : 0;
+        for (; j <= (long)r + 4 && j < (long)h; j++) {
             const float *a = pl->y + (size_t)j * w;
             /* With alpha, what is seen is the colour laid over whatever
              * lies behind: ink lines drawn as black with an anti-aliased
@@ -169,45 +168,76 @@ ct_status wm_mask(ct_ctx *ctx, const wm_plane *pl, double strength, float *amp)
                 a = seen;
             }
             row_stats(a, w, ring + (size_t)(j % RING) * R_NARR * w);
-            done = j;
         }
+        done = j - 1;
 #define SLOT(j, k) (ring + ((size_t)((j) % RING) * R_NARR + (k)) * w)
         /* 9x9 range: the 9-wide rows r-4..r+4 (clamped). */
         memcpy(vmx, SLOT(r, R_MX9), w * sizeof *vmx);
         memcpy(vmn, SLOT(r, R_MN9), w * sizeof *vmn);
         for (long d = -4; d <= 4; d++) {
-            uint32_t j = clampu((long)r + d, h);
-            if (j == r) {
+            uint32_t jj = clampu((long)r + d, h);
+            if (jj == r) {
                 continue;
             }
-            const float *x9 = SLOT(j, R_MX9), *n9 = SLOT(j, R_MN9);
+            const float *x9 = SLOT(jj, R_MX9), *n9 = SLOT(jj, R_MN9);
             for (uint32_t c = 0; c < w; c++) {
                 vmx[c] = MAXF(vmx[c], x9[c]);
                 vmn[c] = MINF(vmn[c], n9[c]);
             }
         }
         const uint32_t u = clampu((long)r - 1, h), dn = clampu((long)r + 1, h);
-        const float *x3u = SLOT(u, R_MX3), *x3c = SLOT(r, R_MX3), *x3d = SLOT(dn, R_MX3);
-        const float *n3u = SLOT(u, R_MN3), *n3c = SLOT(r, R_MN3), *n3d = SLOT(dn, R_MN3);
-        const float *s1u = SLOT(u, R_S1), *s1c = SLOT(r, R_S1), *s1d = SLOT(dn, R_S1);
-        const float *s2u = SLOT(u, R_S2), *s2c = SLOT(r, R_S2), *s2d = SLOT(dn, R_S2);
+        row_budget(SLOT(u, R_MX3), SLOT(r, R_MX3), SLOT(dn, R_MX3), SLOT(u, R_MN3),
+                   SLOT(r, R_MN3), SLOT(dn, R_MN3), SLOT(u, R_S1), SLOT(r, R_S1), SLOT(dn, R_S1),
+                   SLOT(u, R_S2), SLOT(r, R_S2), SLOT(dn, R_S2), vmx, vmn,
+                   pl->weight != NULL ? pl->weight + (size_t)r * w : NULL,
+                   jb->amp + (size_t)r * w, w, jb->sk, jb->smax, jb->sflat);
 #undef SLOT
-        const float *wt = pl->weight != NULL ? pl->weight + (size_t)r * w : NULL;
-        row_budget(x3u, x3c, x3d, n3u, n3c, n3d, s1u, s1c, s1d, s2u, s2c, s2d, vmx, vmn, wt,
-                   amp + (size_t)r * w, w, sk, smax, sflat);
     }
-    free(ring);
-    free(seen);
-    free(vmx);
+}
+
+/* One pass over the rows with a ring of per-row statistics: the budget
+ * reads the plane once and writes amp once. (Four whole-plane rounds of
+ * 3x3 max and min moved some 250 MB for a 1080p frame and were the
+ * embedder's slowest stage; the result is the same to the bit.) Row bands
+ * run on pl->threads threads; each band reads the 4 rows past its ends
+ * itself, so the bands agree to the bit with one pass. */
+ct_status wm_mask(ct_ctx *ctx, const wm_plane *pl, double strength, float *amp)
+{
+    const size_t band_floats = ((size_t)RING * R_NARR + 3) * pl->w;
+    mask_job jb = {pl, amp, NULL, band_floats, 0, 0, 0};
+    jb.buf = ct_mallocarray(ctx, WM_BANDS, band_floats * sizeof *jb.buf);
+    if (jb.buf == NULL) {
+        return CT_ERR_NOMEM;
+    }
+    jb.sflat = (float)((pl->fine ? A_FLAT_FINE : A_FLAT) * strength);
+    jb.smax = (float)(A_MAX * strength);
+    jb.sk = (float)(strength * strength) * KAPPA;
+    ct_parallel(WM_BANDS, pl->threads, mask_band, &jb);
+    free(jb.buf);
     return CT_OK;
 }
 
-void wm_quality(const wm_plane *pl, const float *delta, double *psnr, double *ssim)
+typedef struct quality_job {
+    const wm_plane *pl;
+    const float *delta;
+    double se[WM_BANDS], acc[WM_BANDS];
+    size_t n[WM_BANDS], nw[WM_BANDS];
+} quality_job;
+
+/* One band of whole 8-row blocks (the last band also takes the rows past
+ * the last whole block, for the PSNR). */
+static void quality_band(void *arg, unsigned band)
 {
-    uint32_t w = pl->w, h = pl->h;
+    quality_job *jb = arg;
+    const wm_plane *pl = jb->pl;
+    const float *delta = jb->delta;
+    const uint32_t w = pl->w, h = pl->h, nbr = h / 8;
+    const uint32_t b0 = (uint32_t)((uint64_t)nbr * band / WM_BANDS);
+    const uint32_t b1 = (uint32_t)((uint64_t)nbr * (band + 1) / WM_BANDS);
+    const uint32_t r1 = band + 1 == WM_BANDS ? h : 8 * b1;
     double se = 0;
     size_t n = 0;
-    for (size_t i = 0; i < (size_t)w * h; i++) {
+    for (size_t i = (size_t)8 * b0 * w; i < (size_t)r1 * w; i++) {
         if (pl->weight != NULL && pl->weight[i] <= 0.0f) {
             continue;
         }
@@ -215,13 +245,12 @@ void wm_quality(const wm_plane *pl, const float *delta, double *psnr, double *ss
         se += ds * ds;
         n++;
     }
-    *psnr = se == 0 || n == 0 ? 99.0 : 10.0 * log10(255.0 * 255.0 / (se / n));
     /* Mean SSIM over 8x8 windows with stride 8 (Wang et al. use an 11x11
      * Gaussian; this is the common fast approximation). */
     const double c1 = 6.5025, c2 = 58.5225;
     double acc = 0;
     size_t nw = 0;
-    for (uint32_t by = 0; by + 8 <= h; by += 8) {
+    for (uint32_t by = 8 * b0; by < 8 * b1; by += 8) {
         for (uint32_t bx = 0; bx + 8 <= w; bx += 8) {
             double sx = 0, sy = 0, sxx = 0, syy = 0, sxy = 0;
             int vis = 0;
@@ -251,5 +280,24 @@ void wm_quality(const wm_plane *pl, const float *delta, double *psnr, double *ss
             nw++;
         }
     }
+    jb->se[band] = se;
+    jb->n[band] = n;
+    jb->acc[band] = acc;
+    jb->nw[band] = nw;
+}
+
+void wm_quality(const wm_plane *pl, const float *delta, double *psnr, double *ssim)
+{
+    quality_job jb = {pl, delta, {0}, {0}, {0}, {0}};
+    ct_parallel(WM_BANDS, pl->threads, quality_band, &jb);
+    double se = 0, acc = 0;
+    size_t n = 0, nw = 0;
+    for (unsigned b = 0; b < WM_BANDS; b++) {
+        se += jb.se[b];
+        n += jb.n[b];
+        acc += jb.acc[b];
+        nw += jb.nw[b];
+    }
+    *psnr = se == 0 || n == 0 ? 99.0 : 10.0 * log10(255.0 * 255.0 / (se / n));
     *ssim = nw == 0 ? 1.0 : acc / nw;
 }

@@ -113,7 +113,12 @@ typedef struct wm_plane {
     const float *weight;    /* alpha 0..1, may be NULL (opaque) */
     bool fine;              /* output holds fractional luma (16-bit, or RGB split
                                over channels): no whole-level rounding noise */
+    unsigned threads;       /* per-pixel work on up to this many threads (0 or 1:
+                               the caller's only); results do not depend on it */
 } wm_plane;
+
+/* Row bands the per-pixel work is cut into, whatever the thread count. */
+#define WM_BANDS 4u
 
 typedef struct wm_embed_params {
     double strength;        /* 1.0 = default */
