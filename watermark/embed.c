@@ -123,124 +123,107 @@ ct_status wm_embed(ct_ctx *ctx, const wm_plane *pl, const uint8_t sync_key[WM_KE
 
 /* The per-pixel passes of wm_embed_amp, by row bands (WM_BANDS, fixed:
  * the sums are added band by band in order, so the result does not depend
- * on the thread count). */
+ * on the thread count). Pass 0 sums for the PSNR ceiling, pass 1 makes
+ * the change. */
 typedef struct amp_job {
     const wm_plane *pl;
     const float *amp;
     float *delta;
     const float *tile;
     int P;
+    int pass;
     float fcap, k;
     double sum[WM_BANDS][4];
 } amp_job;
 
-static void band_rows(uint32_t h, unsigned band, uint32_t *r0, uint32_t *r1)
+/* One pixel's terms of the ceiling: seen energy of the capped part (f),
+ * of the excess (e), their cross term, and 1 if the pixel is seen. */
+static inline void ceiling_terms(float a, float tile, float am, float fcap, float *acc)
 {
-    *r0 = (uint32_t)((uint64_t)h * band / WM_BANDS);
-    *r1 = (uint32_t)((uint64_t)h * (band + 1) / WM_BANDS);
+    float on = a > 0.0f ? 1.0f : 0.0f;
+    float t = tile * a;
+    float f = (am < fcap ? am : fcap) * t, e = am * t - f;
+    acc[0] += on * f * f;
+    acc[1] += on * f * e;
+    acc[2] += on * e * e;
+    acc[3] += on;
 }
 
-/* Sums for the PSNR ceiling: seen energy of the capped part (f), of the
- * excess (e), their cross term, and the visible pixel count. Rows walk
- * the tile in runs of at most P pixels (no division per pixel); each run
- * sums in LANES float accumulators, which vectorise, and hands its total
- * to the double sums. */
-static void amp_sums(void *arg, unsigned band)
+/* Pass 0 over a run of n pixels from i0 (tile row trow): LANES float
+ * accumulators of each term, which vectorise; the run's totals go to the
+ * double sums. */
+static void run_sums(const amp_job *jb, size_t i0, const float *trow, uint32_t n, double *sum)
 {
-    amp_job *jb = arg;
-    const wm_plane *pl = jb->pl;
-    const uint32_t w = pl->w, P = (uint32_t)jb->P;
-    const float *amp = jb->amp, fcap = jb->fcap;
-    double s_ff = 0, s_fe = 0, s_ee = 0, nvis = 0;
-    uint32_t r0, r1;
-    band_rows(pl->h, band, &r0, &r1);
-    for (uint32_t y = r0; y < r1; y++) {
-        const float *trow = jb->tile + (size_t)(y % P) * P;
-        for (uint32_t x0 = 0; x0 < w; x0 += P) {
-            const uint32_t run = w - x0 < P ? w - x0 : P;
-            const size_t i0 = (size_t)y * w + x0;
-            float aff[LANES] = {0}, afe[LANES] = {0}, aee[LANES] = {0}, anv[LANES] = {0};
-            uint32_t j = 0;
-            for (; j + LANES <= run; j += LANES) {
-                for (int l = 0; l < LANES; l++) {
-                    float a = pl->weight != NULL ? pl->weight[i0 + j + l] : 1.0f;
-                    float on = a > 0.0f ? 1.0f : 0.0f;
-                    float t = trow[j + l] * a, am = amp[i0 + j + l];
-                    float f = (am < fcap ? am : fcap) * t, e = am * t - f;
-                    aff[l] += on * f * f;
-                    afe[l] += on * f * e;
-                    aee[l] += on * e * e;
-                    anv[l] += on;
-                }
-            }
-            for (; j < run; j++) {
-                float a = pl->weight != NULL ? pl->weight[i0 + j] : 1.0f;
-                float on = a > 0.0f ? 1.0f : 0.0f;
-                float t = trow[j] * a, am = amp[i0 + j];
-                float f = (am < fcap ? am : fcap) * t, e = am * t - f;
-                aff[0] += on * f * f;
-                afe[0] += on * f * e;
-                aee[0] += on * e * e;
-                anv[0] += on;
-            }
-            for (int l = 0; l < LANES; l++) {
-                s_ff += aff[l];
-                s_fe += afe[l];
-                s_ee += aee[l];
-                nvis += anv[l];
-            }
+    const float *wt = jb->pl->weight, *amp = jb->amp;
+    float acc[LANES][4] = {{0}};
+    uint32_t j = 0;
+    for (; j + LANES <= n; j += LANES) {
+        for (int l = 0; l < LANES; l++) {
+            ceiling_terms(wt != NULL ? wt[i0 + j + l] : 1.0f, trow[j + l], amp[i0 + j + l],
+                          jb->fcap, acc[l]);
         }
     }
-    jb->sum[band][0] = s_ff;
-    jb->sum[band][1] = s_fe;
-    jb->sum[band][2] = s_ee;
-    jb->sum[band][3] = nvis;
+    for (; j < n; j++) {
+        ceiling_terms(wt != NULL ? wt[i0 + j] : 1.0f, trow[j], amp[i0 + j], jb->fcap, acc[0]);
+    }
+    for (int l = 0; l < LANES; l++) {
+        for (int q = 0; q < 4; q++) {
+            sum[q] += acc[l][q];
+        }
+    }
 }
 
-/* The change itself, A t kept inside the rooms, and its seen energy. */
-static void amp_apply(void *arg, unsigned band)
+/* Pass 1: the change itself, A t kept inside the rooms, and its seen
+ * energy. */
+static void run_apply(const amp_job *jb, size_t i0, const float *trow, uint32_t n, double *sum)
 {
-    amp_job *jb = arg;
     const wm_plane *pl = jb->pl;
-    const uint32_t w = pl->w, P = (uint32_t)jb->P;
     const float *amp = jb->amp, fcap = jb->fcap, kf = jb->k;
     float *delta = jb->delta;
-    double sum2 = 0;
-    uint32_t r0, r1;
-    band_rows(pl->h, band, &r0, &r1);
+    for (uint32_t j = 0; j < n; j++) {
+        size_t i = i0 + j;
+        float f = amp[i] < fcap ? amp[i] : fcap;
+        float A = f + kf * (amp[i] - f);
+        delta[i] = wm_clip_shift(A * trow[j], A, pl->room_up != NULL ? pl->room_up[i] : INFINITY,
+                                 pl->room_down != NULL ? pl->room_down[i] : INFINITY);
+    }
+    float acc[LANES] = {0};
+    uint32_t j = 0;
+    for (; j + LANES <= n; j += LANES) {
+        for (int l = 0; l < LANES; l++) {
+            float d = (pl->weight != NULL ? pl->weight[i0 + j + l] : 1.0f) * delta[i0 + j + l];
+            acc[l] += d * d;
+        }
+    }
+    for (; j < n; j++) {
+        float d = (pl->weight != NULL ? pl->weight[i0 + j] : 1.0f) * delta[i0 + j];
+        acc[0] += d * d;
+    }
+    for (int l = 0; l < LANES; l++) {
+        sum[0] += acc[l];
+    }
+}
+
+/* Rows walk the tile in runs of at most P pixels: no division per pixel. */
+static void amp_band(void *arg, unsigned band)
+{
+    amp_job *jb = arg;
+    const uint32_t w = jb->pl->w, h = jb->pl->h, P = (uint32_t)jb->P;
+    const uint32_t r0 = (uint32_t)((uint64_t)h * band / WM_BANDS);
+    const uint32_t r1 = (uint32_t)((uint64_t)h * (band + 1) / WM_BANDS);
+    double sum[4] = {0};
     for (uint32_t y = r0; y < r1; y++) {
         const float *trow = jb->tile + (size_t)(y % P) * P;
         for (uint32_t x0 = 0; x0 < w; x0 += P) {
             const uint32_t run = w - x0 < P ? w - x0 : P;
-            const size_t i0 = (size_t)y * w + x0;
-            for (uint32_t j = 0; j < run; j++) {
-                size_t i = i0 + j;
-                float f = amp[i] < fcap ? amp[i] : fcap;
-                float A = f + kf * (amp[i] - f);
-                delta[i] = wm_clip_shift(A * trow[j], A,
-                                         pl->room_up != NULL ? pl->room_up[i] : INFINITY,
-                                         pl->room_down != NULL ? pl->room_down[i] : INFINITY);
-            }
-            float acc[LANES] = {0};
-            uint32_t j = 0;
-            for (; j + LANES <= run; j += LANES) {
-                for (int l = 0; l < LANES; l++) {
-                    float a = pl->weight != NULL ? pl->weight[i0 + j + l] : 1.0f;
-                    float d = a * delta[i0 + j + l];
-                    acc[l] += d * d;
-                }
-            }
-            for (; j < run; j++) {
-                float a = pl->weight != NULL ? pl->weight[i0 + j] : 1.0f;
-                float d = a * delta[i0 + j];
-                acc[0] += d * d;
-            }
-            for (int l = 0; l < LANES; l++) {
-                sum2 += acc[l];
+            if (jb->pass == 0) {
+                run_sums(jb, (size_t)y * w + x0, trow, run, sum);
+            } else {
+                run_apply(jb, (size_t)y * w + x0, trow, run, sum);
             }
         }
     }
-    jb->sum[band][0] = sum2;
+    memcpy(jb->sum[band], sum, sizeof sum);
 }
 
 ct_status wm_embed_amp(ct_ctx *ctx, const wm_plane *pl, const float *amp,
@@ -287,8 +270,8 @@ ct_status wm_embed_amp(ct_ctx *ctx, const wm_plane *pl, const float *amp,
         cap = sqrt(fmax(cap * cap - 1.0 / 12.0, 0.25));
     }
     const float fcap = (float)(wm_flat_cap(pl->fine) * prm->strength);
-    amp_job jb = {pl, amp, delta, tile, P, fcap, 1.0f, {{0}}};
-    ct_parallel(WM_BANDS, pl->threads, amp_sums, &jb);
+    amp_job jb = {pl, amp, delta, tile, P, 0, fcap, 1.0f, {{0}}};
+    ct_parallel(WM_BANDS, pl->threads, amp_band, &jb);
     double s_ff = 0, s_fe = 0, s_ee = 0, nv = 0;
     for (unsigned bnd = 0; bnd < WM_BANDS; bnd++) {
         s_ff += jb.sum[bnd][0];
@@ -305,7 +288,8 @@ ct_status wm_embed_amp(ct_ctx *ctx, const wm_plane *pl, const float *amp,
         k = fmin(fmax(k, 0.0), 1.0);
     }
     jb.k = (float)k;
-    ct_parallel(WM_BANDS, pl->threads, amp_apply, &jb);
+    jb.pass = 1;
+    ct_parallel(WM_BANDS, pl->threads, amp_band, &jb);
     double sum2 = 0;
     for (unsigned bnd = 0; bnd < WM_BANDS; bnd++) {
         sum2 += jb.sum[bnd][0];
