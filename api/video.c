@@ -249,7 +249,10 @@ static ct_status embed_sequence(ct_ctx *ctx, const char *input, const char *tmp,
             goto done;
         }
         crypto_hash_sha256_update(&hin, h, sizeof h);
-        st = med_read_file(ctx, src, &img);
+        /* A JPEG frame stays a JPEG: marked in its own Y'CbCr, as images are. */
+        const char *ext = strrchr(nm->v[i], '.');
+        bool png = ext != NULL && strcasecmp(ext, ".png") == 0;
+        st = med_read_file_as(ctx, src, png ? 0 : MED_READ_YCC, &img);
         if (st != CT_OK) {
             goto done;
         }
@@ -282,13 +285,13 @@ static ct_status embed_sequence(ct_ctx *ctx, const char *input, const char *tmp,
             out->width = w;
             out->height = hh;
         }
-        const char *ext = strrchr(nm->v[i], '.');
-        bool png = ext != NULL && strcasecmp(ext, ".png") == 0;
         bool split = png && med_depth(img) == 8 && med_channels(img) >= 3;
-        wm_plane wp = {w, hh, y, up, down, wt, med_depth(img) == 16 || split, 1};
+        /* Frames go one after the other: each uses the threads an image would. */
+        wm_plane wp = {w, hh, y, up, down, wt, med_depth(img) == 16 || split,
+                       ct_image_threads()};
         st = wm_embed(ctx, &wp, m->sync_key, m->vkey, &m->prm, delta);
         if (st == CT_OK) {
-            st = med_realize_luma(ctx, img, delta, split, 1);
+            st = med_realize_luma(ctx, img, delta, split, wp.threads);
         }
         if (st == CT_OK) {
             st = med_luma(ctx, img, delta, NULL, NULL, NULL); /* what was written */
