@@ -350,8 +350,8 @@ ct_status ct_embed_file(ct_ctx *ctx, const char *vendor, const char *input, cons
     if (st != CT_OK) {
         goto done;
     }
-    const char *ext = strrchr(output, '.');
-    bool png_out = ext != NULL && strcasecmp(ext, ".png") == 0;
+    /* oext was checked above: .png, .jpg or .jpeg. */
+    const bool png_out = strcasecmp(oext, ".png") == 0;
     /* A JPEG that becomes a JPEG is marked in its own Y'CbCr: only Y
      * changes, the chroma is encoded again as it was decoded. */
     st = med_read_file_as(ctx, input, png_out ? 0 : MED_READ_YCC, &img);
