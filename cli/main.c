@@ -8,6 +8,7 @@
 #ifdef __GLIBC__
 #include <malloc.h>
 #endif
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -157,7 +158,7 @@ static const char EMBED_HELP[] =
 
 static const char VERIFY_HELP[] =
     "Usage: celtrace verify [--json] [--originals DIR] [--informed auto|always|never]\n"
-    "                       [--max-seconds S] FILE|DIR ...\n"
+    "                       [--max-seconds S] [--jobs N] [--shard K/N] FILE|DIR ...\n"
     "\n"
     "Trace leaked files back to the vendor they were issued to, from the file\n"
     "alone (no original needed), after re-export, resizing, cropping, rotation,\n"
@@ -179,6 +180,11 @@ static const char VERIFY_HELP[] =
     "           time_first_s, time_last_s, evidence)\n"
     "  --max-seconds S  read at most S seconds of each video (default 10;\n"
     "           frame folders count 24 frames a second)\n"
+    "  --jobs N files verified at once (default: one per CPU, at most 8); the\n"
+    "           output is in the same order whatever N\n"
+    "  --shard K/N  verify only every Nth file of the sorted list, starting at\n"
+    "           the Kth: N machines (or jobs of a batch system) given the same\n"
+    "           arguments and K = 1..N split a leak dump exactly\n"
     "\n"
     "Informed detection (still images): when the blind mark is not found, the\n"
     "file is matched against the originals the ledger records as issued (read\n"
@@ -198,6 +204,7 @@ static const char VERIFY_HELP[] =
     "\n"
     "Examples:\n"
     "  celtrace verify --json leak_dump/ > verdicts.jsonl\n"
+    "  celtrace verify --json --shard 3/16 leak_dump/ > verdicts.3.jsonl\n"
     "  celtrace verify --max-seconds 4 leaked_clip.mp4\n"
     "  celtrace verify --originals /studio/masters --json crop_from_forum.jpg\n";
 
@@ -400,6 +407,8 @@ enum {
     OPT_MAXSEC,
     OPT_ORIGINALS,
     OPT_INFORMED,
+    OPT_JOBS,
+    OPT_SHARD,
 };
 
 /* Options every command accepts, so they may come before or after it. */
@@ -881,8 +890,14 @@ static int cmd_embed(cli *c, int argc, char **argv)
         if (moving) {
             printf("\"frames\":%" PRIu64 ",\"duration_s\":%.3f,", r.frames, r.duration);
         }
-        printf("\"psnr_y\":%.2f,\"ssim_y\":%.5f,\"strength\":%g,\"record_id\":%" PRIu64 "}\n",
+        printf("\"psnr_y\":%.2f,\"ssim_y\":%.5f,\"strength\":%g,\"record_id\":%" PRIu64,
                r.psnr, r.ssim, r.strength, r.record_id);
+        if (r.blind_checked) {
+            printf(",\"blind_check\":{\"z\":%.2f,\"needed\":%.2f,\"traceable\":%s}}\n",
+                   r.blind_z, r.blind_z_needed, r.blind_z >= r.blind_z_needed ? "true" : "false");
+        } else {
+            printf(",\"blind_check\":null}\n");
+        }
     } else if (moving) {
         printf("%s -> %s: %" PRIu64 " frames marked for %s (vendor %u), serial %u, "
                "PSNR-Y %.1f dB, ledger record %" PRIu64 "\n",
@@ -891,6 +906,14 @@ static int cmd_embed(cli *c, int argc, char **argv)
         printf("%s -> %s: marked for %s (vendor %u), serial %u, PSNR-Y %.1f dB, SSIM %.4f, "
                "ledger record %" PRIu64 "\n",
                input, output, r.vendor, r.vendor_id, r.serial, r.psnr, r.ssim, r.record_id);
+    }
+    if (r.blind_checked && r.blind_z < r.blind_z_needed) {
+        /* Marked and recorded all the same: informed verify still traces it. */
+        fprintf(stderr,
+                "celtrace: warning: %s: the mark is too weak to trace blind even untouched "
+                "(z %.1f of %.1f needed: the image is small or flat); verify names the vendor "
+                "only against the original\n",
+                output, r.blind_z, r.blind_z_needed);
     }
     return 0;
 }
@@ -963,16 +986,261 @@ static int walk_dir(walk *w, const char *dir, int depth)
     return rc;
 }
 
+/* One file's verify result, kept until it is printed. */
+typedef struct vres {
+    ct_status st;
+    char err[512];
+    ct_verdict v;
+} vres;
+
+typedef struct vsettings {
+    ct_verify_opts opts;
+    double max_seconds;
+} vsettings;
+
+static void verify_one(ct_ctx *ctx, const char *path, const vsettings *vs, vres *r)
+{
+    r->st = ct_media_kind_of(path) != CT_MEDIA_IMAGE
+                ? ct_verify_video(ctx, path, vs->max_seconds, &r->v)
+                : ct_verify_file_opts(ctx, path, &vs->opts, &r->v);
+    r->err[0] = '\0';
+    if (r->st != CT_OK) {
+        const char *msg = ct_errmsg(ctx);
+        snprintf(r->err, sizeof r->err, "%s", msg[0] ? msg : ct_strerror(r->st));
+    }
+}
+
+/* Print one result; returns -1 when out of memory. */
+static int print_verdict(const char *path, const vres *r, int json, int *identified, int *errors)
+{
+    const ct_verdict *v = &r->v;
+    if (r->st != CT_OK) {
+        (*errors)++;
+        if (json) {
+            printf("{\"file\":");
+            json_string_out(path);
+            printf(",\"status\":\"error\",\"vendor\":null,\"vendor_id\":null,"
+                   "\"false_positive_probability\":null,\"record\":null,\"error\":");
+            json_string_out(r->err);
+            printf("}\n");
+        } else {
+            die("%s", r->err);
+        }
+        fflush(stdout);
+        return 0;
+    }
+    *identified += v->identified;
+    if (json) {
+        char *s = NULL;
+        if (ct_verdict_json(path, v, &s) != CT_OK) {
+            return -1;
+        }
+        puts(s);
+        ct_free(s);
+    } else if (v->identified) {
+        printf("%s: identified%s: vendor \"%s\" (id %u), serial %u, "
+               "false-positive probability %.1e\n",
+               path, v->named_by == CT_NAMED_INFORMED ? " (informed, against the original)" : "",
+               v->vendor, v->vendor_id, v->serial, v->false_positive_probability);
+        if (v->evidence == 2) {
+            printf("%s:   evidence from the single frame at %.2f s\n", path, v->time_first);
+        } else if (v->frames_used > 0) {
+            printf("%s:   evidence from the average of %u frames, %.2f s to %.2f s\n", path,
+                   v->frames_used, v->time_first, v->time_last);
+        }
+        if (v->has_record) {
+            char when[32];
+            print_time(v->record.issued_at, when);
+            printf("%s:   asset \"%s\", issued %s by %s, ledger record %" PRIu64 "%s\n", path,
+                   v->record.asset, when, v->record.issued_by, v->record.id,
+                   v->record.signature_valid ? ", signature valid" : ", SIGNATURE INVALID");
+        } else {
+            printf("%s:   no ledger record of serial %u\n", path, v->serial);
+        }
+        for (int k = 1; k < v->nvendors; k++) {
+            printf("%s:   also the mark of vendor id %u, serial %u (copies combined)\n", path,
+                   v->vendor_ids[k], v->serials[k]);
+        }
+    } else {
+        printf("%s: no mark found\n", path);
+    }
+    if (!json && v->asset_match.matched && v->named_by != CT_NAMED_BLIND) {
+        printf("%s:   derives from asset \"%s\" (ledger record %" PRIu64 ", original %s, "
+               "similarity %.2f)\n",
+               path, v->asset_match.asset, v->asset_match.record_id, v->asset_match.original,
+               v->asset_match.score);
+        if (v->informed.ran && !v->identified) {
+            printf("%s:   no recipient's pattern found (best z %.1f over %" PRIu64 " tests)\n",
+                   path, v->informed.nrecipients > 0 ? v->informed.recipients[0].z : 0.0,
+                   v->informed.tests);
+        }
+    }
+    fflush(stdout);
+    return 0;
+}
+
+/* Verify workers: each has its own context (ct_ctx_clone) and claims the
+ * next file; results land in a window of slots and the main thread prints
+ * them in input order, so the output is the same whatever the number of
+ * workers. Workers run at most `window` files ahead of the printer, which
+ * bounds the memory held by finished results. */
+typedef struct vpool {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    char **paths;
+    size_t n, next, printed, window;
+    vres *slot;
+    unsigned char *done;
+    const vsettings *vs;
+} vpool;
+
+typedef struct vworker {
+    vpool *p;
+    ct_ctx *ctx;
+    vres r;
+} vworker;
+
+static void *verify_worker(void *arg)
+{
+    vworker *wk = arg;
+    vpool *p = wk->p;
+    for (;;) {
+        pthread_mutex_lock(&p->mu);
+        while (p->next < p->n && p->next >= p->printed + p->window) {
+            pthread_cond_wait(&p->cv, &p->mu);
+        }
+        if (p->next >= p->n) {
+            pthread_mutex_unlock(&p->mu);
+            return NULL;
+        }
+        size_t i = p->next++;
+        pthread_mutex_unlock(&p->mu);
+        verify_one(wk->ctx, p->paths[i], p->vs, &wk->r);
+        pthread_mutex_lock(&p->mu);
+        p->slot[i % p->window] = wk->r;
+        p->done[i % p->window] = 1;
+        pthread_cond_broadcast(&p->cv);
+        pthread_mutex_unlock(&p->mu);
+    }
+}
+
+/* Verify paths[0..n) on `jobs` workers (the calling thread prints). */
+static int verify_files(cli *c, char **paths, size_t n, const vsettings *vs, unsigned jobs,
+                        int json, int *identified, int *errors)
+{
+    int progress = !json && isatty(STDERR_FILENO) && n > 1;
+    vpool p = {.paths = paths, .n = n, .vs = vs};
+    if (n == 0) {
+        return 0; /* e.g. a shard that got no file */
+    }
+    vworker *wk = NULL;
+    pthread_t *th = NULL;
+    unsigned started = 0;
+    int rc = 0;
+    if (jobs > n) {
+        jobs = (unsigned)n;
+    }
+    p.window = 2 * (size_t)jobs;
+    p.slot = malloc(p.window * sizeof *p.slot);
+    p.done = calloc(p.window, 1);
+    wk = calloc(jobs, sizeof *wk);
+    th = calloc(jobs, sizeof *th);
+    if (p.slot == NULL || p.done == NULL || wk == NULL || th == NULL) {
+        rc = die("out of memory");
+        goto done;
+    }
+    pthread_mutex_init(&p.mu, NULL);
+    pthread_cond_init(&p.cv, NULL);
+    if (jobs > 1) {
+        for (unsigned j = 0; j < jobs; j++) {
+            wk[j].p = &p;
+            if (ct_ctx_clone(c->ctx, &wk[j].ctx) != CT_OK ||
+                pthread_create(&th[j], NULL, verify_worker, &wk[j]) != 0) {
+                ct_ctx_free(wk[j].ctx);
+                wk[j].ctx = NULL;
+                break; /* fewer workers; the ones started do the work */
+            }
+            started++;
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        vres *r = &p.slot[i % p.window];
+        if (progress) {
+            fprintf(stderr, "\r[%zu/%zu] %.60s\033[K", i + 1, n, paths[i]);
+        }
+        if (started == 0) {
+            verify_one(c->ctx, paths[i], vs, r);
+        } else {
+            pthread_mutex_lock(&p.mu);
+            while (!p.done[i % p.window]) {
+                pthread_cond_wait(&p.cv, &p.mu);
+            }
+            pthread_mutex_unlock(&p.mu);
+        }
+        if (progress) {
+            fputs("\r\033[K", stderr);
+        }
+        /* No worker writes this slot until `printed` moves past i. */
+        int pr = print_verdict(paths[i], r, json, identified, errors);
+        pthread_mutex_lock(&p.mu);
+        p.done[i % p.window] = 0;
+        p.printed = i + 1;
+        if (pr != 0) {
+            p.n = p.next; /* claim nothing more */
+        }
+        pthread_cond_broadcast(&p.cv);
+        pthread_mutex_unlock(&p.mu);
+        if (pr != 0) {
+            rc = die("out of memory");
+            break;
+        }
+    }
+    for (unsigned j = 0; j < started; j++) {
+        pthread_join(th[j], NULL);
+    }
+    for (unsigned j = 0; j < jobs; j++) {
+        ct_ctx_free(wk[j].ctx);
+    }
+    pthread_cond_destroy(&p.cv);
+    pthread_mutex_destroy(&p.mu);
+done:
+    free(p.slot);
+    free(p.done);
+    free(wk);
+    free(th);
+    return rc;
+}
+
+/* "K/N" with 1 <= K <= N. */
+static int parse_shard(const char *s, unsigned long *k, unsigned long *n)
+{
+    char *end = NULL;
+    errno = 0;
+    *k = strtoul(s, &end, 10);
+    if (end == s || *end != '/' || s[0] == '-') {
+        return -1;
+    }
+    const char *t = end + 1;
+    *n = strtoul(t, &end, 10);
+    if (errno != 0 || end == t || *end != '\0' || t[0] == '-' || *n < 1 || *n > 1000000 ||
+        *k < 1 || *k > *n) {
+        return -1;
+    }
+    return 0;
+}
+
 static int cmd_verify(cli *c, int argc, char **argv)
 {
     static const struct option opts[] = {COMMON_OPTS,
                                          {"max-seconds", required_argument, NULL, OPT_MAXSEC},
                                          {"originals", required_argument, NULL, OPT_ORIGINALS},
                                          {"informed", required_argument, NULL, OPT_INFORMED},
+                                         {"jobs", required_argument, NULL, OPT_JOBS},
+                                         {"shard", required_argument, NULL, OPT_SHARD},
                                          {NULL, 0, NULL, 0}};
     int json = 0, opt;
-    double max_seconds = 0;
-    ct_verify_opts vopts = {NULL, CT_INFORMED_AUTO, 0};
+    vsettings vs = {{NULL, CT_INFORMED_AUTO, 0}, 0};
+    unsigned long jobs = 0, shard_k = 1, shard_n = 1;
     walk w = {0};
     while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         int co = common_opt(c, opt, &json);
@@ -988,8 +1256,8 @@ static int cmd_verify(cli *c, int argc, char **argv)
         }
         if (opt == OPT_MAXSEC) {
             char *end = NULL;
-            max_seconds = strtod(optarg, &end);
-            if (end == optarg || *end != '\0' || !(max_seconds > 0 && max_seconds <= 1e6)) {
+            vs.max_seconds = strtod(optarg, &end);
+            if (end == optarg || *end != '\0' || !(vs.max_seconds > 0 && vs.max_seconds <= 1e6)) {
                 return usage_error("verify ", "--max-seconds takes a positive number");
             }
             continue;
@@ -999,18 +1267,34 @@ static int cmd_verify(cli *c, int argc, char **argv)
             if (stat(optarg, &ob) != 0 || !S_ISDIR(ob.st_mode)) {
                 return usage_error("verify ", "--originals: %s is not a folder", optarg);
             }
-            vopts.originals = optarg;
+            vs.opts.originals = optarg;
             continue;
         }
         if (opt == OPT_INFORMED) {
             if (strcmp(optarg, "auto") == 0) {
-                vopts.informed = CT_INFORMED_AUTO;
+                vs.opts.informed = CT_INFORMED_AUTO;
             } else if (strcmp(optarg, "always") == 0) {
-                vopts.informed = CT_INFORMED_ALWAYS;
+                vs.opts.informed = CT_INFORMED_ALWAYS;
             } else if (strcmp(optarg, "never") == 0) {
-                vopts.informed = CT_INFORMED_NEVER;
+                vs.opts.informed = CT_INFORMED_NEVER;
             } else {
                 return usage_error("verify ", "--informed takes auto, always or never");
+            }
+            continue;
+        }
+        if (opt == OPT_JOBS) {
+            char *end = NULL;
+            errno = 0;
+            jobs = strtoul(optarg, &end, 10);
+            if (errno != 0 || end == optarg || *end != '\0' || optarg[0] == '-' || jobs < 1 ||
+                jobs > 64) {
+                return usage_error("verify ", "--jobs takes a whole number from 1 to 64");
+            }
+            continue;
+        }
+        if (opt == OPT_SHARD) {
+            if (parse_shard(optarg, &shard_k, &shard_n) != 0) {
+                return usage_error("verify ", "--shard takes K/N with 1 <= K <= N (e.g. 2/8)");
             }
             continue;
         }
@@ -1038,86 +1322,26 @@ static int cmd_verify(cli *c, int argc, char **argv)
             goto done;
         }
     }
-    int identified = 0, errors = 0;
-    int progress = !json && isatty(STDERR_FILENO) && w.n > 1;
+    /* A shard keeps every Nth file of the list (folders are listed sorted),
+     * so N machines given the same arguments split the work exactly. */
+    size_t keep = 0;
     for (size_t i = 0; i < w.n; i++) {
-        ct_verdict v;
-        if (progress) {
-            fprintf(stderr, "\r[%zu/%zu] %.60s\033[K", i + 1, w.n, w.paths[i]);
-        }
-        ct_status st = ct_media_kind_of(w.paths[i]) != CT_MEDIA_IMAGE
-                           ? ct_verify_video(c->ctx, w.paths[i], max_seconds, &v)
-                           : ct_verify_file_opts(c->ctx, w.paths[i], &vopts, &v);
-        if (progress) {
-            fputs("\r\033[K", stderr);
-        }
-        if (st != CT_OK) {
-            errors++;
-            const char *msg = ct_errmsg(c->ctx);
-            if (json) {
-                printf("{\"file\":");
-                json_string_out(w.paths[i]);
-                printf(",\"status\":\"error\",\"vendor\":null,\"vendor_id\":null,"
-                       "\"false_positive_probability\":null,\"record\":null,\"error\":");
-                json_string_out(msg[0] ? msg : ct_strerror(st));
-                printf("}\n");
-            } else {
-                die("%s", msg[0] ? msg : ct_strerror(st));
-            }
-            continue;
-        }
-        identified += v.identified;
-        if (json) {
-            char *s = NULL;
-            if (ct_verdict_json(w.paths[i], &v, &s) != CT_OK) {
-                rc = die("out of memory");
-                goto done;
-            }
-            puts(s);
-            ct_free(s);
-        } else if (v.identified) {
-            printf("%s: identified%s: vendor \"%s\" (id %u), serial %u, "
-                   "false-positive probability %.1e\n",
-                   w.paths[i], v.named_by == CT_NAMED_INFORMED ? " (informed, against the original)" : "",
-                   v.vendor, v.vendor_id, v.serial, v.false_positive_probability);
-            if (v.evidence == 2) {
-                printf("%s:   evidence from the single frame at %.2f s\n", w.paths[i],
-                       v.time_first);
-            } else if (v.frames_used > 0) {
-                printf("%s:   evidence from the average of %u frames, %.2f s to %.2f s\n",
-                       w.paths[i], v.frames_used, v.time_first, v.time_last);
-            }
-            if (v.has_record) {
-                char when[32];
-                print_time(v.record.issued_at, when);
-                printf("%s:   asset \"%s\", issued %s by %s, ledger record %" PRIu64 "%s\n",
-                       w.paths[i], v.record.asset, when, v.record.issued_by, v.record.id,
-                       v.record.signature_valid ? ", signature valid" : ", SIGNATURE INVALID");
-            } else {
-                printf("%s:   no ledger record of serial %u\n", w.paths[i], v.serial);
-            }
-            for (int k = 1; k < v.nvendors; k++) {
-                printf("%s:   also the mark of vendor id %u, serial %u (copies combined)\n",
-                       w.paths[i], v.vendor_ids[k], v.serials[k]);
-            }
+        if (i % shard_n == shard_k - 1) {
+            w.paths[keep++] = w.paths[i];
         } else {
-            printf("%s: no mark found\n", w.paths[i]);
+            free(w.paths[i]);
         }
-        if (!json && v.asset_match.matched && v.named_by != CT_NAMED_BLIND) {
-            printf("%s:   derives from asset \"%s\" (ledger record %" PRIu64 ", original %s, "
-                   "similarity %.2f)\n",
-                   w.paths[i], v.asset_match.asset, v.asset_match.record_id,
-                   v.asset_match.original, v.asset_match.score);
-            if (v.informed.ran && !v.identified) {
-                printf("%s:   no recipient's pattern found (best z %.1f over %" PRIu64
-                       " tests)\n",
-                       w.paths[i], v.informed.nrecipients > 0 ? v.informed.recipients[0].z : 0.0,
-                       v.informed.tests);
-            }
-        }
-        fflush(stdout);
     }
-    rc = identified > 0 ? 0 : (errors > 0 ? EXIT_ERR : EXIT_NOTFOUND);
+    w.n = keep;
+    if (jobs == 0) {
+        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        jobs = cpus < 1 ? 1 : (cpus > 8 ? 8 : (unsigned long)cpus);
+    }
+    int identified = 0, errors = 0;
+    rc = verify_files(c, w.paths, w.n, &vs, (unsigned)jobs, json, &identified, &errors);
+    if (rc == 0) {
+        rc = identified > 0 ? 0 : (errors > 0 ? EXIT_ERR : EXIT_NOTFOUND);
+    }
 done:
     for (size_t i = 0; i < w.n; i++) {
         free(w.paths[i]);

@@ -401,6 +401,31 @@ done:
     return st;
 }
 
+ct_status ct_ctx_clone(ct_ctx *ctx, ct_ctx **out)
+{
+    *out = NULL;
+    ct_ctx *c = NULL;
+    ct_status st = ct_ctx_new(ctx->home, &c);
+    if (st != CT_OK) {
+        return ct_fail(ctx, st, "cannot create a context: %s", ct_strerror(st));
+    }
+    c->max_pixels = ctx->max_pixels;
+    const key_secrets *sec = ct_slot_get(ctx, CT_SLOT_KEYS);
+    if (sec != NULL) {
+        /* The worker gets its own guarded copy: each context wipes its
+         * secrets when freed, whatever the other does meanwhile. */
+        key_secrets *copy = secrets_new(ctx);
+        if (copy == NULL) {
+            ct_ctx_free(c);
+            return CT_ERR_NOMEM;
+        }
+        memcpy(copy, sec, sizeof *copy);
+        ct_slot_set(c, CT_SLOT_KEYS, copy, secrets_free_void);
+    }
+    *out = c;
+    return CT_OK;
+}
+
 int ct_is_unlocked(const ct_ctx *ctx)
 {
     return ct_slot_get(ctx, CT_SLOT_KEYS) != NULL;

@@ -2,8 +2,9 @@
 #include "media/med_int.h"
 
 #include <errno.h>
-#include <math.h>
 #include <fcntl.h>
+#include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -461,9 +462,16 @@ done:
     return st;
 }
 
-void med_libav_quiet(void)
+static void libav_quiet_once(void)
 {
     av_log_set_level(AV_LOG_QUIET);
+}
+
+void med_libav_quiet(void)
+{
+    /* libav's log level is process-wide: set once, not raced by workers. */
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, libav_quiet_once);
 }
 
 /* ---- luma view ----------------------------------------------------------- */

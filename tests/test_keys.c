@@ -633,6 +633,50 @@ done:
     ct_ctx_free(ctx);
 }
 
+/* A clone for a worker thread: the same keys without a second unlock,
+ * its own copy (the original may go first), its own settings after. */
+static void test_clone(void)
+{
+    char home[4200];
+    ct_ctx *ctx = NULL, *clone = NULL, *locked = NULL, *lclone = NULL;
+    uint8_t k1[CT_MARK_KEYBYTES], k2[CT_MARK_KEYBYTES];
+
+    join(home, sizeof home, tu_tmpdir("keys_clone"), "home");
+    CHECK_ST(ct_ctx_new(home, &ctx), CT_OK);
+    CHECK_ST(ct_ctx_new(home, &locked), CT_OK);
+    if (ctx == NULL || locked == NULL) {
+        goto done;
+    }
+    CHECK_ST(ct_init(ctx, "Clone Studio", PASS, strlen(PASS)), CT_OK);
+    ct_set_max_pixels(ctx, 12345);
+    CHECK_ST(ct_vendor_mark_key(ctx, 4, 2, k1), CT_OK);
+    CHECK_ST(ct_ctx_clone(ctx, &clone), CT_OK);
+    CHECK_ST(ct_ctx_clone(locked, &lclone), CT_OK);
+    if (clone == NULL || lclone == NULL) {
+        goto done;
+    }
+    CHECK(ct_is_unlocked(clone));
+    CHECK(!ct_is_unlocked(lclone));
+    CHECK(strcmp(ct_home(clone), ct_home(ctx)) == 0);
+    CHECK(clone->max_pixels == 12345);
+    /* The original goes first: the clone keeps working on its own copy. */
+    ct_ctx_free(ctx);
+    ctx = NULL;
+    CHECK_ST(ct_vendor_mark_key(clone, 4, 2, k2), CT_OK);
+    CHECK(memcmp(k1, k2, sizeof k1) == 0);
+    CHECK_ST(ct_vendor_mark_key(lclone, 4, 2, k2), CT_ERR_AUTH);
+    /* Each has its own error message. */
+    CHECK(ct_errmsg(lclone)[0] != '\0');
+    CHECK(ct_errmsg(clone)[0] == '\0');
+    sodium_memzero(k1, sizeof k1);
+    sodium_memzero(k2, sizeof k2);
+done:
+    ct_ctx_free(lclone);
+    ct_ctx_free(clone);
+    ct_ctx_free(locked);
+    ct_ctx_free(ctx);
+}
+
 /* ---- fault injection ------------------------------------------------------- */
 
 static void test_faults(void)
@@ -750,6 +794,7 @@ int main(void)
     test_derivation();
     test_kat();
     test_mark_key_api();
+    test_clone();
     test_faults();
     printf("test_keys: %.2f s\n", now_s() - t0);
     return tu_done("test_keys");

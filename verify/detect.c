@@ -381,6 +381,12 @@ typedef struct issued_set {
     double z_min;                 /* the pass threshold */
 } issued_set;
 
+/* tests * exp(-z^2 / 2) = ISSUED_EPS */
+static double z_min_of(uint64_t tests)
+{
+    return sqrt(2.0 * log((double)tests / ISSUED_EPS));
+}
+
 static void issued_init(issued_set *is, const vfy_key *keys, size_t nkeys, int max_folds)
 {
     memset(is, 0, sizeof *is);
@@ -389,8 +395,7 @@ static void issued_init(issued_set *is, const vfy_key *keys, size_t nkeys, int m
     }
     if (is->n > 0) {
         is->tests_max = (uint64_t)is->n * (uint64_t)max_folds;
-        /* tests_max * exp(-z^2 / 2) = ISSUED_EPS */
-        is->z_min = sqrt(2.0 * log((double)is->tests_max / ISSUED_EPS));
+        is->z_min = z_min_of(is->tests_max);
     }
 }
 
@@ -601,6 +606,9 @@ typedef struct cand {
  * corner itself: at most NATIVE_FOLDS folds, counted in the
  * issued-serial threshold before the search starts. */
 #define NATIVE_FOLDS 8
+/* Folds vfy_detect may test issued serials on: at most two candidates a
+ * pass, each folded twice (refined), and the native maps. */
+#define DETECT_FOLDS ((NLEVEL + 1) * DECODE_CANDS * 2 + NATIVE_FOLDS)
 
 static ct_status try_native(ct_ctx *ctx, const level *lv, int la, int lb, const wm_sync *sync,
                             const vfy_key *keys, size_t nkeys, issued_set *is, folded *fd,
@@ -661,9 +669,7 @@ ct_status vfy_detect(ct_ctx *ctx, const vfy_input *in, const uint8_t sync_key[WM
     issued_set is;
     memset(out, 0, sizeof *out);
     memset(lv, 0, sizeof lv);
-    /* At most two candidates a pass, each folded twice (refined), and the
-     * native maps of the last resort. */
-    issued_init(&is, keys, nkeys, (NLEVEL + 1) * DECODE_CANDS * 2 + NATIVE_FOLDS);
+    issued_init(&is, keys, nkeys, DETECT_FOLDS);
     out->issued_tests = is.tests_max;
     out->issued_z = -INFINITY;
     if (in->w < 64 || in->h < 64) {
@@ -863,4 +869,9 @@ done:
     free(fd2);
     free(white);
     return st;
+}
+
+double vfy_issued_z_min(uint64_t nserials)
+{
+    return nserials == 0 ? INFINITY : z_min_of(nserials * (uint64_t)DETECT_FOLDS);
 }

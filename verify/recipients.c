@@ -65,6 +65,13 @@ static double betacf(double a, double b, double x)
     return h;
 }
 
+/* lgamma writes the global signgam; workers verify files at once. */
+static double lgam(double x)
+{
+    int sign;
+    return lgamma_r(x, &sign);
+}
+
 static double ibeta(double a, double b, double x)
 {
     if (x <= 0) {
@@ -73,7 +80,7 @@ static double ibeta(double a, double b, double x)
     if (x >= 1) {
         return 1;
     }
-    double lbt = lgamma(a + b) - lgamma(a) - lgamma(b) + a * log(x) + b * log1p(-x);
+    double lbt = lgam(a + b) - lgam(a) - lgam(b) + a * log(x) + b * log1p(-x);
     if (x < (a + 1) / (a + b + 2)) {
         return exp(lbt) * betacf(a, b, x) / a;
     }

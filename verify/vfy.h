@@ -70,6 +70,10 @@ typedef struct vfy_geom {
     double score; /* spectral score */
 } vfy_geom;
 
+/* The z an issued-serial test must reach in vfy_detect when the keys
+ * carry nserials issued serials in all (INFINITY for none). */
+double vfy_issued_z_min(uint64_t nserials);
+
 /* Decode at a known map (cell = B * pixel), refining it from patch
  * offsets once if the first decode fails: the informed path, when the
  * original is known and the suspect has been registered to it. */

@@ -83,6 +83,14 @@ CT_API CT_NODISCARD ct_status ct_ctx_new(const char *home, ct_ctx **out);
 /* Destroy a context and wipe every secret it holds. NULL is a no-op. */
 CT_API void ct_ctx_free(ct_ctx *ctx);
 
+/* A new context for another thread: the same home and settings and, if
+ * ctx is unlocked, its own guarded copy of the unlocked secrets (no second
+ * passphrase, no second Argon2id). The two are independent from then on:
+ * each has its own database connection and error message, and each is
+ * freed on its own. For worker pools, e.g. verifying a leak dump on every
+ * core. Returns CT_ERR_NOMEM; on failure *out is NULL. */
+CT_API CT_NODISCARD ct_status ct_ctx_clone(ct_ctx *ctx, ct_ctx **out);
+
 /* Message describing the last failure on ctx ("" if none). Borrowed: valid
  * until the next call on ctx. Never contains a key or passphrase. */
 CT_API const char *ct_errmsg(const ct_ctx *ctx);
@@ -194,7 +202,18 @@ typedef struct ct_embed_result {
     uint64_t frames;   /* frames marked */
     double duration;   /* seconds, from the container (0 unknown) */
     double strength;   /* the strength the mark was embedded at */
+    /* Still images of at most CT_BLIND_CHECK_MAX_PIXELS: the mark read back
+     * blind from the marked pixels at their own geometry. blind_z is its
+     * payload correlation (standard deviations), blind_z_needed what a blind
+     * verify needs with the ledger as it now stands. blind_z below it means
+     * the image is too small or too flat to be traced blind even untouched;
+     * informed verify (against the original) still names the vendor.
+     * blind_checked is 0 when the check did not run (larger images). */
+    int blind_checked;
+    double blind_z, blind_z_needed;
 } ct_embed_result;
+
+#define CT_BLIND_CHECK_MAX_PIXELS 524288u
 
 /* Mark the image at `input` for vendor `vendor` (name or id) and write it
  * to `output`; the output format follows output's extension (.png, .jpg,

@@ -79,6 +79,26 @@ check "two embeds get different serials" test \
 check "no temporary files left beside the outputs" \
     test "$(ls -A "$W/out" | LC_ALL=C sort | tr '\n' ' ')" = "cel_A.png cel_B.png deep_A.png sketch_A.jpg "
 
+# The blind self-check: small images (up to 0.5 MP) are read back at their
+# own geometry; a 1080p image is not checked (null).
+check "cel (640x480) self-check: traceable blind" jq -e \
+    '.blind_check.traceable == true and .blind_check.z >= .blind_check.needed
+     and .blind_check.needed > 7' "$W/cel_A.embed.json"
+check "1080p: no self-check" jq -e '.blind_check == null' "$W/sketch_A.embed.json"
+# A thumbnail too small to carry a blind-traceable tile: marked and recorded,
+# exit 0, and one warning line; informed verify still names the vendor.
+"$IM_CONVERT" "$W/$DEEP" -resize 120x68 -depth 8 "$W/thumb.png"
+ct --home "$H" embed --json --vendor "$A" "$W/thumb.png" -o "$W/thumb_A.png"
+check "thumbnail: exit 0" test "$RC" -eq 0
+check "thumbnail: self-check says not traceable blind" jq -e \
+    '.blind_check.traceable == false and .blind_check.z < .blind_check.needed' "$T_DIR/out"
+check "thumbnail: one warning line on stderr" test "$(wc -l <"$T_DIR/err")" -eq 1
+check "thumbnail: the warning says so" grep -q '^celtrace: warning: .*thumb_A.png: .*too weak' \
+    "$T_DIR/err"
+ct --home "$H" verify --json "$W/thumb_A.png"
+check "thumbnail: informed verify names the vendor" jq -e --arg v "$A" \
+    '.status == "identified" and .vendor == $v and .named_by == "informed"' "$T_DIR/out"
+
 # Plain text output: one line that names the vendor.
 ct --home "$H" embed --vendor "$B" "$W/$SKETCH" -o "$W/sketch_B.jpg"
 expect_ok "embed (text)"
@@ -197,6 +217,37 @@ check "no file is named for the wrong vendor ($wrong)" test -z "$wrong"
 for f in "$CEL" "$SKETCH" "$DEEP"; do
     check "batch verify: unmarked original $f is not_found" jq -se --arg f "$W/$f" \
         'map(select(.file == $f)) | length == 1 and .[0].status == "not_found"' "$T_DIR/out"
+done
+
+# Workers and shards: the same lines in the same order whatever --jobs, and
+# the shards of a list together verify each file exactly once. The batch
+# above (default jobs) is the reference; a corrupt file is among the inputs.
+cp "$T_DIR/out" "$W/batch_default.jsonl"
+printf 'not an image' >"$AT/zz_corrupt.png"
+for j in 1 3; do
+    ct --home "$H" verify --json --jobs "$j" "$AT" "$W/out" "$W/sketch_B.jpg" "$W/$CEL" \
+        "$W/$SKETCH" "$W/$DEEP"
+    check "verify --jobs $j: exit 0 with a corrupt file among the inputs" test "$RC" -eq 0
+    check "verify --jobs $j: the corrupt file is one error line" jq -se \
+        'map(select(.file | endswith("/zz_corrupt.png"))) | length == 1 and .[0].status == "error"' \
+        "$T_DIR/out"
+    grep -v zz_corrupt "$T_DIR/out" >"$W/batch_$j.jsonl"
+    check "verify --jobs $j: same lines, same order as the default" \
+        cmp "$W/batch_default.jsonl" "$W/batch_$j.jsonl"
+done
+: >"$W/shards.jsonl"
+for k in 1 2 3; do
+    ct --home "$H" verify --json --shard "$k/3" "$AT" "$W/out" "$W/sketch_B.jpg" "$W/$CEL" \
+        "$W/$SKETCH" "$W/$DEEP"
+    grep -v zz_corrupt "$T_DIR/out" >>"$W/shards.jsonl"
+done
+check "shards 1/3..3/3 together: every file once, same verdicts" \
+    cmp <(LC_ALL=C sort "$W/batch_default.jsonl") <(LC_ALL=C sort "$W/shards.jsonl")
+rm -f "$AT/zz_corrupt.png"
+for bad_opt in "--jobs 0" "--jobs x" "--jobs 65" "--shard 0/3" "--shard 4/3" "--shard 3" \
+    "--shard 1/0" "--shard -1/2"; do
+    # shellcheck disable=SC2086
+    expect_error "verify $bad_opt" "$H" "$CELTRACE" --home "$H" verify $bad_opt "$W/out"
 done
 
 # ---- embed error paths -------------------------------------------------------------------------

@@ -115,7 +115,9 @@ done
 wait
 echo "concurrent embeds: $PROCS x $FILES in $((SECONDS - t0)) s"
 N=$((PROCS * FILES + 1))
-cat "$W"/conc.*.err >"$W/conc.err" 2>/dev/null
+# The small image is near the blind self-check's bar, so some embeds may
+# warn (exit 0, marked and recorded); only failures count here.
+cat "$W"/conc.*.err 2>/dev/null | grep -v '^celtrace: warning: ' >"$W/conc.err"
 check "no concurrent embed failed" test ! -s "$W/conc.err"
 [ -s "$W/conc.err" ] && head -5 "$W/conc.err" >&2
 ct --home "$H" ledger list --json
