@@ -362,6 +362,13 @@ ct_status ct_embed_file(ct_ctx *ctx, const char *vendor, const char *input, cons
         }
         return ct_embed_video(ctx, vendor, input, output, &vo, out);
     }
+    struct stat isb;
+    if (stat(input, &isb) == 0 && S_ISDIR(isb.st_mode)) {
+        return ct_fail(ctx, CT_ERR_MISUSE,
+                       "%s: a folder, but not a frame sequence (two or more PNG or JPEG "
+                       "frames whose names differ only in their number, nothing else)",
+                       input);
+    }
     if (strength < 0.25 || strength > 4.0 || !isfinite(strength)) {
         return ct_fail(ctx, CT_ERR_MISUSE, "strength must be between 0.25 and 4");
     }

@@ -79,6 +79,35 @@ static void names_free(names *nm)
     memset(nm, 0, sizeof *nm);
 }
 
+/* Length of a frame name's stem: what comes before its trailing digits
+ * (the extension is ".png", ".jpg" or ".jpeg": is_frame_name). */
+static size_t stem_len(const char *name)
+{
+    size_t n = (size_t)(strrchr(name, '.') - name);
+    while (n > 0 && name[n - 1] >= '0' && name[n - 1] <= '9') {
+        n--;
+    }
+    return n;
+}
+
+/* Frames of one sequence share their stem and extension (shot_0001.png,
+ * shot_0002.png, ...). A folder of stills whose names merely end in
+ * digits (bg_1920x1080.png, cel_640x480.png, IMG_2041.jpg beside
+ * scan_07.jpg) is a folder of files. */
+static bool same_stem(const names *nm)
+{
+    const char *a = nm->v[0];
+    size_t la = stem_len(a);
+    const char *ea = strrchr(a, '.');
+    for (size_t i = 1; i < nm->n; i++) {
+        const char *b = nm->v[i];
+        if (stem_len(b) != la || memcmp(a, b, la) != 0 || strcasecmp(ea, strrchr(b, '.')) != 0) {
+            return false;
+        }
+    }
+    return true;
+}
+
 /* The frames of folder dir, in number order (strverscmp: frame_9 before
  * frame_10). *ok is false if the folder holds anything else (a folder
  * with sub-folders or other files is a tree of files, not a sequence). */
@@ -123,7 +152,7 @@ static ct_status list_frames(ct_ctx *ctx, const char *dir, names *out, bool *ok)
     if (nm.n > 0) {
         qsort(nm.v, nm.n, sizeof *nm.v, cmp_ver);
     }
-    *ok = !other && nm.n >= 2;
+    *ok = !other && nm.n >= 2 && same_stem(&nm);
     *out = nm;
     nm.v = NULL;
     nm.n = 0;

@@ -528,8 +528,8 @@ typedef enum ct_media_kind {
     CT_MEDIA_IMAGE = 0,    /* anything else: a still image for ct_*_file */
     CT_MEDIA_VIDEO = 1,    /* .mp4 .mov .mkv .webm .avi .m4v */
     CT_MEDIA_SEQUENCE = 2  /* a folder of numbered PNG/JPEG frames (at least
-                              two, names ending in digits before the
-                              extension, no sub-folders) */
+                              two, names that differ only in the digits
+                              before one extension, nothing else there) */
 } ct_media_kind;
 
 /* Classify path by its extension or, for a folder, its contents.

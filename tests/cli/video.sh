@@ -159,6 +159,21 @@ verify_vendor "$S"
     got=$GOT
 check "unmarked sequence not named" test "$got" = "-"
 
+# Stills whose names merely end in digits are a folder of files, not a clip:
+# verify gives one line per file, embed refuses the folder.
+N=$W/stills
+mkdir -p "$N"
+cp "$W/seq_marked/frame_0001.png" "$N/bg_1920x1080.png"
+cp "$S/frame_0002.png" "$N/cel_640x480.png"
+ct --home "$H" verify --json "$N"
+check "numbered stills: one line per file" test "$(wc -l <"$T_DIR/out")" -eq 2
+check "numbered stills: the marked one names $B, the other nothing" jq -se --arg v "$B" \
+    'map({(.file | split("/") | last): .vendor}) | add == {"bg_1920x1080.png": $v, "cel_640x480.png": null}' \
+    "$T_DIR/out"
+expect_error "embed a folder that is not a sequence" "$H" \
+    "$CELTRACE" --home "$H" embed --vendor "$B" "$N" -o "$W/stills_out"
+check "no output folder" test ! -e "$W/stills_out"
+
 # Errors: exit 2, one 'celtrace: ' line, nothing left behind.
 head -c $(($(stat -c %s "$W/kid.mp4") / 2)) "$W/kid.mp4" >"$W/trunc.mp4"
 head -c 300000 /dev/urandom >"$W/random.mp4"
