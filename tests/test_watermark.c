@@ -1200,7 +1200,7 @@ done:
 
 
 /* List Viterbi: its first entry is the plain decoder's answer, entries are
- * distinct, and near the threshold the true word is often in the list when
+ * distinct and best first, and near the threshold the true word is often in the list when
  * the most likely one is wrong (what verify relies on). */
 static void test_code_list(void)
 {
@@ -1222,10 +1222,21 @@ static void test_code_list(void)
         int n = wm_code_decode_list(soft, 8, list);
         CHECK(n >= 1 && n <= 8);
         CHECK(memcmp(list[0], ml, sizeof ml) == 0);
+        double prev = INFINITY;
         for (int a = 0; a < n; a++) {
             for (int b = a + 1; b < n; b++) {
                 CHECK(memcmp(list[a], list[b], WM_INFO_BITS) != 0);
             }
+            /* Best first: each word correlates with the soft values at
+             * least as well as the next (float sums: a small tolerance). */
+            uint8_t c[WM_CODED_BITS];
+            double corr = 0;
+            wm_code_encode(list[a], c);
+            for (int i = 0; i < WM_CODED_BITS; i++) {
+                corr += c[i] ? -soft[i] : soft[i];
+            }
+            CHECK(corr <= prev + 1e-3);
+            prev = corr;
         }
         if (memcmp(ml, info, sizeof info) != 0) {
             ml_wrong++;

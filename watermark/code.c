@@ -136,17 +136,13 @@ void wm_code_decode(const float soft[WM_CODED_BITS], uint8_t info[WM_INFO_BITS])
  * counts it. */
 #define LIST_MAX 16
 
-typedef struct lv_entry {
-    float m;
-    uint8_t prev_state;
-    uint8_t prev_rank;
-    uint8_t bit;
-} lv_entry;
+/* Traceback entry: the predecessor's state (bits 0-5) and rank (6-9), and
+ * the input bit (10). */
+typedef uint16_t lv_entry;
 
 int wm_code_decode_list(const float soft[WM_CODED_BITS], int list, uint8_t (*info)[WM_INFO_BITS])
 {
     static const int STEPS = WM_INFO_BITS + WM_CODE_K - 1;
-    lv_entry(*tr)[NSTATES][LIST_MAX] = NULL;
     float cur[NSTATES][LIST_MAX], nxt[NSTATES][LIST_MAX];
     int ncur[NSTATES], nnxt[NSTATES];
     uint8_t outbits[128][3];
@@ -158,7 +154,8 @@ int wm_code_decode_list(const float soft[WM_CODED_BITS], int list, uint8_t (*inf
     if (list > LIST_MAX) {
         list = LIST_MAX;
     }
-    tr = malloc(sizeof(*tr) * (size_t)STEPS);
+    /* tr[t][state][rank], `list` ranks a state. */
+    lv_entry *tr = malloc(sizeof *tr * (size_t)STEPS * NSTATES * (size_t)list);
     if (tr == NULL) {
         return -1;
     }
@@ -174,39 +171,50 @@ int wm_code_decode_list(const float soft[WM_CODED_BITS], int list, uint8_t (*inf
     ncur[0] = 1;
     for (int t = 0; t < STEPS; t++) {
         const float *y = soft + 3 * t;
-        for (int st = 0; st < NSTATES; st++) {
-            nnxt[st] = 0;
-        }
-        for (int st = 0; st < NSTATES; st++) {
-            for (int r = 0; r < ncur[st]; r++) {
-                for (unsigned b = 0; b < 2; b++) {
-                    if (t >= WM_INFO_BITS && b == 1) {
-                        continue;
+        lv_entry *trt = tr + (size_t)t * NSTATES * (size_t)list;
+        /* State ns is reached from a = ns >> 1 and b = a | 32 with input
+         * bit ns & 1. Each predecessor's list is sorted, best first, and
+         * a branch adds the same metric to all of it, so the new list is
+         * a merge of the two; on a tie a's path comes first (the order a
+         * path-by-path insertion in state order gives). */
+        for (int ns = 0; ns < NSTATES; ns++) {
+            unsigned bit = (unsigned)ns & 1u;
+            nnxt[ns] = 0;
+            if (t >= WM_INFO_BITS && bit == 1) {
+                continue; /* tail bits are zero */
+            }
+            int pa = ns >> 1, pb = pa | 32;
+            const uint8_t *oa = outbits[((unsigned)pa << 1) | bit];
+            const uint8_t *ob = outbits[((unsigned)pb << 1) | bit];
+            float a0 = oa[0] ? -y[0] : y[0], a1 = oa[1] ? -y[1] : y[1], a2 = oa[2] ? -y[2] : y[2];
+            float b0 = ob[0] ? -y[0] : y[0], b1 = ob[1] ? -y[1] : y[1], b2 = ob[2] ? -y[2] : y[2];
+            int na = ncur[pa], nb = ncur[pb], i = 0, j = 0, n = 0;
+            float ma = 0, mb = 0;
+            if (i < na) {
+                ma = ((cur[pa][i] + a0) + a1) + a2;
+            }
+            if (j < nb) {
+                mb = ((cur[pb][j] + b0) + b1) + b2;
+            }
+            while (n < list && (i < na || j < nb)) {
+                if (j >= nb || (i < na && ma >= mb)) {
+                    nxt[ns][n] = ma;
+                    trt[ns * list + n] = (lv_entry)((unsigned)pa | (unsigned)i << 6 | bit << 10);
+                    i++;
+                    if (i < na) {
+                        ma = ((cur[pa][i] + a0) + a1) + a2;
                     }
-                    unsigned reg = ((unsigned)st << 1) | b;
-                    int ns = (int)(reg & 0x3fu);
-                    float m = cur[st][r];
-                    for (int g = 0; g < 3; g++) {
-                        m += outbits[reg][g] ? -y[g] : y[g];
-                    }
-                    /* Insert into ns's sorted list of at most `list`. */
-                    int n = nnxt[ns];
-                    if (n == list && m <= nxt[ns][n - 1]) {
-                        continue;
-                    }
-                    int pos = n < list ? n : list - 1;
-                    while (pos > 0 && nxt[ns][pos - 1] < m) {
-                        nxt[ns][pos] = nxt[ns][pos - 1];
-                        tr[t][ns][pos] = tr[t][ns][pos - 1];
-                        pos--;
-                    }
-                    nxt[ns][pos] = m;
-                    tr[t][ns][pos] = (lv_entry){m, (uint8_t)st, (uint8_t)r, (uint8_t)b};
-                    if (n < list) {
-                        nnxt[ns] = n + 1;
+                } else {
+                    nxt[ns][n] = mb;
+                    trt[ns * list + n] = (lv_entry)((unsigned)pb | (unsigned)j << 6 | bit << 10);
+                    j++;
+                    if (j < nb) {
+                        mb = ((cur[pb][j] + b0) + b1) + b2;
                     }
                 }
+                n++;
             }
+            nnxt[ns] = n;
         }
         memcpy(cur, nxt, sizeof cur);
         memcpy(ncur, nnxt, sizeof ncur);
@@ -215,12 +223,12 @@ int wm_code_decode_list(const float soft[WM_CODED_BITS], int list, uint8_t (*inf
     for (int r = 0; r < ncur[0]; r++) {
         int st = 0, rank = r;
         for (int t = STEPS - 1; t >= 0; t--) {
-            const lv_entry *e = &tr[t][st][rank];
+            lv_entry e = tr[((size_t)t * NSTATES + (size_t)st) * (size_t)list + (size_t)rank];
             if (t < WM_INFO_BITS) {
-                info[found][t] = e->bit;
+                info[found][t] = (uint8_t)(e >> 10 & 1u);
             }
-            st = e->prev_state;
-            rank = e->prev_rank;
+            st = e & 0x3f;
+            rank = e >> 6 & 0xf;
         }
         found++;
     }
