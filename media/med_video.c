@@ -115,6 +115,21 @@ static ct_status vin_open(ct_ctx *ctx, const char *path, bool threads, vin *v)
         }
         return av_err(ctx, CT_ERR_FORMAT, path, "not a video celtrace can read", ret);
     }
+    /* Random bytes pass for a raw H.263 stream about once in 300 files of
+     * 300 KB and decode to a garbage frame: a corrupt file, not a video.
+     * Containers probe at full score; refuse what FFmpeg itself calls a
+     * possible misdetection (score 25 or less), and a raw stream (generic
+     * index, no container) that only half matched (50 or less). A
+     * transport stream named .mp4 probes at 50 and is a container: kept. */
+    const AVInputFormat *ifmt = v->ic->iformat;
+    int score = v->ic->probe_score;
+    if (ifmt != NULL && (score <= AVPROBE_SCORE_RETRY ||
+                         (score <= AVPROBE_SCORE_EXTENSION && (ifmt->flags & AVFMT_GENERIC_INDEX)))) {
+        return ct_fail(ctx, CT_ERR_FORMAT,
+                       "%s: not a video celtrace can read (no container; at best a raw %s "
+                       "stream, probe score %d of 100)",
+                       path, ifmt->name, score);
+    }
     ret = avformat_find_stream_info(v->ic, NULL);
     if (ret < 0) {
         return av_err(ctx, CT_ERR_FORMAT, path, "cannot read the streams", ret);
