@@ -320,8 +320,7 @@ static ct_status blind_check(ct_ctx *ctx, const wm_plane *wp, const float *delta
     for (size_t i = 0; i < n; i++) {
         y[i] = wp->y[i] + delta[i];
     }
-    double per = wm_period_for(wp->w, wp->h);
-    vfy_geom g = {{{WM_CELLS / per, 0}, {0, WM_CELLS / per}}, 0};
+    vfy_geom g = vfy_geom_upright(wm_period_for(wp->w, wp->h));
     vfy_key k = {v->id, v->epoch, {0}, &serial, 1};
     memcpy(k.key, vkey, WM_KEYBYTES);
     vfy_input in = {wp->w, wp->h, y, wp->weight};

@@ -793,10 +793,7 @@ static int prior_geoms(uint32_t w, uint32_t h, vfy_geom *g)
         if (p[i] < 32 || (i == 1 && fabs(p[1] - p[0]) < 0.01 * p[0])) {
             continue;
         }
-        g[n].b[0][0] = g[n].b[1][1] = WM_CELLS / p[i];
-        g[n].b[0][1] = g[n].b[1][0] = 0;
-        g[n].score = 0;
-        n++;
+        g[n++] = vfy_geom_upright(p[i]);
     }
     return n;
 }

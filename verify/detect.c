@@ -631,7 +631,7 @@ static ct_status try_native(ct_ctx *ctx, const level *lv, int la, int lb, const 
             if (per < 40.0) {
                 continue; /* below what the sync band resolves */
             }
-            vfy_geom g = {{{WM_CELLS / per, 0}, {0, WM_CELLS / per}}, 0};
+            vfy_geom g = vfy_geom_upright(per);
             fold(L->white, L->w, L->h, &g, fd->tile, fd->wsum);
             /* A level's pixel i averages pixels 2^l i .. 2^l (i + 1) - 1:
              * the corner sits (2^l - 1) / 2 pixels into the tile. */
@@ -869,6 +869,11 @@ done:
     free(fd2);
     free(white);
     return st;
+}
+
+vfy_geom vfy_geom_upright(double period)
+{
+    return (vfy_geom){{{WM_CELLS / period, 0}, {0, WM_CELLS / period}}, 0};
 }
 
 double vfy_issued_z_min(uint64_t nserials)

@@ -70,6 +70,10 @@ typedef struct vfy_geom {
     double score; /* spectral score */
 } vfy_geom;
 
+/* The map of an upright, unmirrored tile of `period` pixels (cell = B *
+ * pixel): where the embedder put it, or a plain resize of that. */
+vfy_geom vfy_geom_upright(double period);
+
 /* The z an issued-serial test must reach in vfy_detect when the keys
  * carry nserials issued serials in all (INFINITY for none). */
 double vfy_issued_z_min(uint64_t nserials);
