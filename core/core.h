@@ -17,6 +17,23 @@
 
 #define CT_ERRMSG_MAX 512
 
+/* The hottest per-pixel loops are built twice, for the x86-64 baseline
+ * (SSE2) and for AVX2, and the loader picks the one the CPU runs (function
+ * multiversioning through an ifunc): twice the lanes on any machine of the
+ * last decade, one portable binary. Both versions do the same arithmetic in
+ * the same order (AVX2 without FMA, so nothing is contracted; the compiler
+ * never reassociates float sums), so they give the same bits: a mark or a
+ * verdict does not depend on the machine. Put it on the loop itself: a
+ * plain function called from a clone is not inlined into it. */
+#if defined(__x86_64__) && defined(__ELF__) && defined(__has_attribute) && !defined(CT_NO_CLONES)
+#if __has_attribute(target_clones)
+#define CT_SIMD_CLONES __attribute__((target_clones("avx2", "default")))
+#endif
+#endif
+#ifndef CT_SIMD_CLONES
+#define CT_SIMD_CLONES
+#endif
+
 /* A module that keeps state in the context registers it in a slot with its
  * own destructor, so core never has to know the module (dependencies point
  * one way: core <- keys, store, ...). */

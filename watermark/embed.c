@@ -137,44 +137,48 @@ typedef struct amp_job {
 } amp_job;
 
 /* One pixel's terms of the ceiling: seen energy of the capped part (f),
- * of the excess (e), their cross term, and 1 if the pixel is seen. */
-static inline void ceiling_terms(float a, float tile, float am, float fcap, float *acc)
+ * of the excess (e), their cross term, and 1 if the pixel is seen; into
+ * lane l of the four accumulator rows. */
+static inline void ceiling_terms(float a, float tile, float am, float fcap,
+                                 float acc[4][LANES], int l)
 {
     float on = a > 0.0f ? 1.0f : 0.0f;
     float t = tile * a;
     float f = (am < fcap ? am : fcap) * t, e = am * t - f;
-    acc[0] += on * f * f;
-    acc[1] += on * f * e;
-    acc[2] += on * e * e;
-    acc[3] += on;
+    acc[0][l] += on * f * f;
+    acc[1][l] += on * f * e;
+    acc[2][l] += on * e * e;
+    acc[3][l] += on;
 }
 
 /* Pass 0 over a run of n pixels from i0 (tile row trow): LANES float
- * accumulators of each term, which vectorise; the run's totals go to the
- * double sums. */
+ * accumulators of each term, a row of lanes per term so they vectorise;
+ * the run's totals go to the double sums. */
+CT_SIMD_CLONES
 static void run_sums(const amp_job *jb, size_t i0, const float *trow, uint32_t n, double *sum)
 {
     const float *wt = jb->pl->weight, *amp = jb->amp;
-    float acc[LANES][4] = {{0}};
+    float acc[4][LANES] = {{0}};
     uint32_t j = 0;
     for (; j + LANES <= n; j += LANES) {
         for (int l = 0; l < LANES; l++) {
             ceiling_terms(wt != NULL ? wt[i0 + j + l] : 1.0f, trow[j + l], amp[i0 + j + l],
-                          jb->fcap, acc[l]);
+                          jb->fcap, acc, l);
         }
     }
     for (; j < n; j++) {
-        ceiling_terms(wt != NULL ? wt[i0 + j] : 1.0f, trow[j], amp[i0 + j], jb->fcap, acc[0]);
+        ceiling_terms(wt != NULL ? wt[i0 + j] : 1.0f, trow[j], amp[i0 + j], jb->fcap, acc, 0);
     }
     for (int l = 0; l < LANES; l++) {
         for (int q = 0; q < 4; q++) {
-            sum[q] += acc[l][q];
+            sum[q] += acc[q][l];
         }
     }
 }
 
 /* Pass 1: the change itself, A t kept inside the rooms, and its seen
  * energy. */
+CT_SIMD_CLONES
 static void run_apply(const amp_job *jb, size_t i0, const float *trow, uint32_t n, double *sum)
 {
     const wm_plane *pl = jb->pl;
