@@ -513,55 +513,61 @@ void med_libav_quiet(void)
  * G = Y - 0.344136 Cb' - 0.714136 Cr', B = Y + 1.772 Cb', with
  * C' = C - 128), so the rooms are what the colour leaves before a channel
  * clips, from the chroma sample that covers the pixel. */
+CT_SIMD_CLONES
 static ct_status ycc_luma(ct_ctx *ctx, const med_image *img, float *y, float *room_up,
                           float *room_down, float *weight)
 {
     /* Chroma is at 1x1 and Y at 1 or 2 (ycc_sampling_ok): a pixel's chroma
-     * sample is at (x >> sh, r >> sv). */
+     * sample is at (x >> sh, r >> sv). Each chroma row's reach is spread to
+     * full width once, so the per-pixel loop runs straight (it vectorises). */
     const unsigned sh = img->jpeg_h[0] == 2 ? 1u : 0u, sv = img->jpeg_v[0] == 2 ? 1u : 0u;
-    const size_t cw = img->plane_w[1];
+    const size_t cw = img->plane_w[1], w = img->w;
     float *hi = NULL;
     if (room_up != NULL || room_down != NULL) {
-        hi = ct_mallocarray(ctx, cw, 2 * sizeof *hi);
+        hi = ct_mallocarray(ctx, w, 2 * sizeof *hi);
         if (hi == NULL) {
             return CT_ERR_NOMEM;
         }
     }
-    float *lo = hi != NULL ? hi + cw : NULL;
+    float *lo = hi != NULL ? hi + w : NULL;
     const uint8_t *pix = img->pix;
     for (uint32_t r = 0; r < img->h; r++) {
-        const uint8_t *yr = pix + (size_t)r * img->w;
-        float *yo = y + (size_t)r * img->w;
-        for (uint32_t x = 0; x < img->w; x++) {
+        const uint8_t *yr = pix + (size_t)r * w;
+        float *yo = y + (size_t)r * w;
+        for (size_t x = 0; x < w; x++) {
             yo[x] = (float)yr[x];
         }
         if (hi != NULL) {
             if (r == 0 || (r >> sv) != ((r - 1) >> sv)) {
                 const uint8_t *cb = img->plane[1] + (size_t)(r >> sv) * cw;
                 const uint8_t *cr = img->plane[2] + (size_t)(r >> sv) * img->plane_w[2];
-                for (size_t x = 0; x < cw; x++) {
-                    float b = (float)cb[x] - 128.0f, c = (float)cr[x] - 128.0f;
+                for (size_t x = 0; x < w; x++) {
+                    size_t cx = x >> sh;
+                    float b = (float)cb[cx] - 128.0f, c = (float)cr[cx] - 128.0f;
                     float dr = 1.402f * c, dg = -0.344136f * b - 0.714136f * c, db = 1.772f * b;
                     float h = dr > dg ? dr : dg, l = dr < dg ? dr : dg;
                     hi[x] = h > db ? h : db;
                     lo[x] = l < db ? l : db;
                 }
             }
-            float *up = room_up != NULL ? room_up + (size_t)r * img->w : NULL;
-            float *dn = room_down != NULL ? room_down + (size_t)r * img->w : NULL;
-            for (uint32_t x = 0; x < img->w; x++) {
-                float u = 255.0f - (yo[x] + hi[x >> sh]), d = yo[x] + lo[x >> sh];
-                if (up != NULL) {
+            float *up = room_up != NULL ? room_up + (size_t)r * w : NULL;
+            float *dn = room_down != NULL ? room_down + (size_t)r * w : NULL;
+            if (up != NULL) {
+                for (size_t x = 0; x < w; x++) {
+                    float u = 255.0f - (yo[x] + hi[x]);
                     up[x] = u > 0.0f ? u : 0.0f;
                 }
-                if (dn != NULL) {
+            }
+            if (dn != NULL) {
+                for (size_t x = 0; x < w; x++) {
+                    float d = yo[x] + lo[x];
                     dn[x] = d > 0.0f ? d : 0.0f;
                 }
             }
         }
         if (weight != NULL) {
-            for (uint32_t x = 0; x < img->w; x++) {
-                weight[(size_t)r * img->w + x] = 1.0f;
+            for (size_t x = 0; x < w; x++) {
+                weight[(size_t)r * w + x] = 1.0f;
             }
         }
     }
