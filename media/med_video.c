@@ -336,45 +336,52 @@ static ct_status write_packets(vt *t)
  * change actually made, in 8-bit levels. The change is mostly well under
  * a level in flat areas, so plain rounding would erase it there: the
  * rounding error is carried along the row (serpentine), so the local mean
- * of the change follows delta. */
+ * of the change follows delta. Each row's error starts at zero, so rows
+ * are independent chains: VROWS of them go side by side (one chain is a
+ * pixel every 15 or so cycles of latency), each in the order it always
+ * had, so the result is the same to the bit. */
+#define VROWS 8
 static double realize(const float *delta, AVFrame *f, uint32_t w, uint32_t h, int depth)
 {
     const float scale = (float)(1 << (depth - 8));
     const float maxv = (float)((1 << depth) - 1);
     const float inv = 1.0f / scale;
     double se = 0;
-    for (uint32_t r = 0; r < h; r++) {
-        const float *d = delta + (size_t)r * w;
-        float e = 0, rse = 0;
-        const bool rev = (r & 1) != 0;
-        const long x0 = rev ? (long)w - 1 : 0, step = rev ? -1 : 1;
-        if (depth == 8) {
-            uint8_t *p = f->data[0] + (ptrdiff_t)r * f->linesize[0];
-            for (long k = 0, x = x0; k < (long)w; k++, x += step) {
-                float o = p[x];
-                float v = o + d[x] + e;
-                float q = rintf(v);
-                q = q < 0 ? 0 : q > maxv ? maxv : q;
-                e = v - q;
-                e = e > 1.0f ? 1.0f : e < -1.0f ? -1.0f : e; /* clipped: do not pile up */
-                p[x] = (uint8_t)q;
-                rse += (q - o) * (q - o);
-            }
-        } else {
-            uint16_t *p = (uint16_t *)(f->data[0] + (ptrdiff_t)r * f->linesize[0]);
-            for (long k = 0, x = x0; k < (long)w; k++, x += step) {
-                float o = p[x];
-                float v = o + d[x] * scale + e;
-                float q = rintf(v);
-                q = q < 0 ? 0 : q > maxv ? maxv : q;
-                e = v - q;
-                e = e > 1.0f ? 1.0f : e < -1.0f ? -1.0f : e;
-                p[x] = (uint16_t)q;
-                float dd = (q - o) * inv;
-                rse += dd * dd;
+    for (uint32_t r0 = 0; r0 < h; r0 += VROWS) {
+        const uint32_t nr = h - r0 < VROWS ? h - r0 : VROWS;
+        float e[VROWS] = {0}, rse[VROWS] = {0};
+        for (long k = 0; k < (long)w; k++) {
+            for (uint32_t j = 0; j < nr; j++) {
+                const uint32_t r = r0 + j;
+                const long x = (r & 1) != 0 ? (long)w - 1 - k : k;
+                const float dx = delta[(size_t)r * w + (size_t)x];
+                if (depth == 8) {
+                    uint8_t *p = f->data[0] + (ptrdiff_t)r * f->linesize[0];
+                    float o = p[x];
+                    float v = o + dx + e[j];
+                    float q = rintf(v);
+                    q = q < 0 ? 0 : q > maxv ? maxv : q;
+                    float ej = v - q;
+                    e[j] = ej > 1.0f ? 1.0f : ej < -1.0f ? -1.0f : ej; /* clipped: do not pile up */
+                    p[x] = (uint8_t)q;
+                    rse[j] += (q - o) * (q - o);
+                } else {
+                    uint16_t *p = (uint16_t *)(f->data[0] + (ptrdiff_t)r * f->linesize[0]);
+                    float o = p[x];
+                    float v = o + dx * scale + e[j];
+                    float q = rintf(v);
+                    q = q < 0 ? 0 : q > maxv ? maxv : q;
+                    float ej = v - q;
+                    e[j] = ej > 1.0f ? 1.0f : ej < -1.0f ? -1.0f : ej;
+                    p[x] = (uint16_t)q;
+                    float dd = (q - o) * inv;
+                    rse[j] += dd * dd;
+                }
             }
         }
-        se += rse; /* a row's sum is exact enough in float: whole levels */
+        for (uint32_t j = 0; j < nr; j++) {
+            se += rse[j]; /* a row's sum is exact enough in float: whole levels */
+        }
     }
     return se;
 }
