@@ -20,6 +20,8 @@
 
 #include <celtrace/celtrace.h>
 
+#include "pool.h"
+
 #define EXIT_NOTFOUND 1
 #define EXIT_ERR 2
 #define PASS_MAX 1024
@@ -119,6 +121,7 @@ static const char EMBED_HELP[] =
     "       celtrace embed --vendor NAME|ID VIDEO -o OUTPUT [--codec C]\n"
     "                      [--crf N | --bitrate B] [--preset P] [--json]\n"
     "       celtrace embed --vendor NAME|ID FRAMES_DIR -o OUTPUT_DIR\n"
+    "       celtrace embed --vendor NAME|ID INPUT... -o FOLDER [--jobs N] [...]\n"
     "\n"
     "Write a copy of INPUT (PNG or JPEG) that carries an invisible mark keyed to\n"
     "the vendor. The output looks the same as the input; its format follows\n"
@@ -136,6 +139,14 @@ static const char EMBED_HELP[] =
     "                 the measured settings)\n"
     "  --quality Q    JPEG output quality 1..100\n"
     "  --json         print the result as one JSON object\n"
+    "\n"
+    "Several inputs (a delivery): each copy is written to FOLDER (which must\n"
+    "exist) under its input's name, and its asset is named after the file; no\n"
+    "two inputs may share a name. --jobs N files at once (default one per CPU,\n"
+    "at most 4; the keystore is unlocked once for all). One line per input, in\n"
+    "input order (--json: one object each; a failed input is {input, output,\n"
+    "error}). An input that fails is reported and the others go on; the exit\n"
+    "status is then 2.\n"
     "\n"
     "Images up to 0.5 MP are read back before embed returns (blind_check in\n"
     "--json): one too small or flat to be traced blind even untouched is still\n"
@@ -160,7 +171,8 @@ static const char EMBED_HELP[] =
     "Examples:\n"
     "  celtrace embed --vendor \"Inkwell Studio\" ep12/sc04_bg.png -o out/sc04_bg.png\n"
     "  celtrace embed --vendor \"Inkwell Studio\" animatic.mp4 -o out/animatic.mp4 --crf 18\n"
-    "  celtrace embed --vendor 3 sc04_frames/ -o out/sc04_frames/\n";
+    "  celtrace embed --vendor 3 sc04_frames/ -o out/sc04_frames/\n"
+    "  celtrace embed --vendor \"Inkwell Studio\" --jobs 2 ep12/sc04/*.png -o out/sc04/\n";
 
 static const char VERIFY_HELP[] =
     "Usage: celtrace verify [--json] [--originals DIR] [--informed auto|always|never]\n"
@@ -744,6 +756,246 @@ static int parse_bitrate(const char *s, int64_t *out)
     return 0;
 }
 
+#ifdef __GLIBC__
+/* Process-wide, so the program's call: the mark's per-frame work planes
+ * (tens of MB a frame) would otherwise go back to the kernel at every free
+ * and fault in again zeroed, about a tenth of the CPU of a 1080p embed
+ * (measured: sys time 3.0 s -> 0.8 s on 74 frames). Kept instead; the
+ * peak is the same. */
+static void keep_frame_memory(void)
+{
+    mallopt(M_MMAP_THRESHOLD, 64 << 20);
+    mallopt(M_TRIM_THRESHOLD, 512 << 20);
+}
+#else
+static void keep_frame_memory(void)
+{
+}
+#endif
+
+/* One marked copy, as a line of text or JSON on standard output (and the
+ * self-check's warning on standard error). */
+static void print_embedded(const char *input, const char *output, const char *asset,
+                           ct_media_kind kind, const ct_embed_result *rp, int json)
+{
+    const ct_embed_result r = *rp;
+    int moving = kind != CT_MEDIA_IMAGE;
+    if (json) {
+        printf("{\"input\":");
+        json_string_out(input);
+        printf(",\"output\":");
+        json_string_out(output);
+        printf(",\"asset\":");
+        json_string_out(asset);
+        printf(",\"vendor\":");
+        json_string_out(r.vendor);
+        printf(",\"vendor_id\":%u,\"serial\":%u,\"width\":%u,\"height\":%u,", r.vendor_id,
+               r.serial, r.width, r.height);
+        if (moving) {
+            printf("\"frames\":%" PRIu64 ",\"duration_s\":%.3f,", r.frames, r.duration);
+        }
+        printf("\"psnr_y\":%.2f,\"ssim_y\":%.5f,\"strength\":%g,\"record_id\":%" PRIu64,
+               r.psnr, r.ssim, r.strength, r.record_id);
+        if (r.blind_checked) {
+            printf(",\"blind_check\":{\"z\":%.2f,\"needed\":%.2f,\"traceable\":%s}}\n",
+                   r.blind_z, r.blind_z_needed, r.blind_z >= r.blind_z_needed ? "true" : "false");
+        } else {
+            printf(",\"blind_check\":null}\n");
+        }
+    } else if (moving) {
+        printf("%s -> %s: %" PRIu64 " frames marked for %s (vendor %u), serial %u, "
+               "PSNR-Y %.1f dB, ledger record %" PRIu64 "\n",
+               input, output, r.frames, r.vendor, r.vendor_id, r.serial, r.psnr, r.record_id);
+    } else {
+        printf("%s -> %s: marked for %s (vendor %u), serial %u, PSNR-Y %.1f dB, SSIM %.4f, "
+               "ledger record %" PRIu64 "\n",
+               input, output, r.vendor, r.vendor_id, r.serial, r.psnr, r.ssim, r.record_id);
+    }
+    fflush(stdout);
+    if (r.blind_checked && r.blind_z < r.blind_z_needed) {
+        /* Marked and recorded all the same: informed verify still traces it. */
+        fprintf(stderr,
+                "celtrace: warning: %s: the mark is too weak to trace blind even untouched "
+                "(z %.1f of %.1f needed: the image is small or flat); verify names the vendor "
+                "only against the original\n",
+                output, r.blind_z, r.blind_z_needed);
+    }
+}
+
+/* embed with several inputs: a delivery into one folder, on the pool. */
+typedef struct eres {
+    ct_status st;
+    ct_media_kind kind;
+    char err[512];
+    ct_embed_result r;
+} eres;
+
+typedef struct ebatch {
+    const char *vendor;
+    char **inputs, **outputs, **assets;
+    const ct_embed_opts *eo;
+    const ct_video_opts *vo;
+    int json, failed;
+} ebatch;
+
+static void embed_run(void *arg, ct_ctx *ctx, size_t i, void *res)
+{
+    const ebatch *b = arg;
+    eres *e = res;
+    memset(e, 0, sizeof *e);
+    e->kind = ct_media_kind_of(b->inputs[i]);
+    if (e->kind != CT_MEDIA_IMAGE) {
+        ct_video_opts vo = *b->vo;
+        vo.strength = b->eo->strength;
+        vo.asset = b->assets[i];
+        vo.progress = NULL; /* several at once: the pool's line instead */
+        e->st = ct_embed_video(ctx, b->vendor, b->inputs[i], b->outputs[i], &vo, &e->r);
+    } else {
+        ct_embed_opts eo = *b->eo;
+        eo.asset = b->assets[i];
+        e->st = ct_embed_file(ctx, b->vendor, b->inputs[i], b->outputs[i], &eo, &e->r);
+    }
+    if (e->st != CT_OK) {
+        const char *msg = ct_errmsg(ctx);
+        snprintf(e->err, sizeof e->err, "%s", msg[0] ? msg : ct_strerror(e->st));
+    }
+}
+
+static int embed_done(void *arg, size_t i, void *res)
+{
+    ebatch *b = arg;
+    const eres *e = res;
+    if (e->st == CT_OK) {
+        print_embedded(b->inputs[i], b->outputs[i], b->assets[i], e->kind, &e->r, b->json);
+        return 0;
+    }
+    b->failed++;
+    if (b->json) {
+        printf("{\"input\":");
+        json_string_out(b->inputs[i]);
+        printf(",\"output\":");
+        json_string_out(b->outputs[i]);
+        printf(",\"error\":");
+        json_string_out(e->err);
+        printf("}\n");
+        fflush(stdout);
+    } else {
+        die("%s", e->err);
+    }
+    return 0;
+}
+
+static const char *embed_label(void *arg, size_t i)
+{
+    return ((const ebatch *)arg)->inputs[i];
+}
+
+/* INPUT... -o DIR: each copy is DIR/<input's name>, its asset that name.
+ * A file that fails is reported and the others go on; exit 2 if any
+ * failed. Checked before the keystore is unlocked: DIR is a folder, no
+ * two inputs share a name. */
+static int embed_batch(cli *c, const char *vendor, char **inputs, size_t n, const char *dir,
+                       const char *asset, const ct_embed_opts *eo, const ct_video_opts *vo,
+                       int video_opt, unsigned jobs, int json)
+{
+    struct stat sb;
+    int rc = 0, any_video = 0;
+    if (asset != NULL) {
+        return usage_error("embed ", "--asset names one input; with several, each asset is "
+                                     "named after its file");
+    }
+    if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
+        return usage_error("embed ", "with several inputs, -o must be an existing folder "
+                                     "(%s is not)", dir);
+    }
+    char **outputs = calloc(n, sizeof *outputs), **assets = calloc(n, sizeof *assets);
+    if (outputs == NULL || assets == NULL) {
+        rc = die("out of memory");
+        goto done;
+    }
+    size_t dl = strlen(dir);
+    const char *sep = dl > 0 && dir[dl - 1] == '/' ? "" : "/";
+    for (size_t i = 0; i < n; i++) {
+        /* the name: a folder given as "frames/" is still "frames" */
+        assets[i] = strdup(inputs[i]);
+        if (assets[i] == NULL) {
+            rc = die("out of memory");
+            goto done;
+        }
+        size_t l = strlen(assets[i]);
+        while (l > 1 && assets[i][l - 1] == '/') {
+            assets[i][--l] = '\0';
+        }
+        const char *slash = strrchr(assets[i], '/');
+        if (slash != NULL) {
+            memmove(assets[i], slash + 1, strlen(slash + 1) + 1);
+        }
+        if (assets[i][0] == '\0' || strcmp(assets[i], ".") == 0 ||
+            strcmp(assets[i], "..") == 0 || strcmp(assets[i], "/") == 0) {
+            rc = usage_error("embed ", "%s: no file name to give its copy", inputs[i]);
+            goto done;
+        }
+        for (size_t k = 0; k < i; k++) {
+            if (strcmp(assets[k], assets[i]) == 0) {
+                rc = usage_error("embed ", "%s and %s would both be written to %s%s%s",
+                                 inputs[k], inputs[i], dir, sep, assets[i]);
+                goto done;
+            }
+        }
+        size_t ol = dl + strlen(sep) + strlen(assets[i]) + 1;
+        outputs[i] = malloc(ol);
+        if (outputs[i] == NULL) {
+            rc = die("out of memory");
+            goto done;
+        }
+        snprintf(outputs[i], ol, "%s%s%s", dir, sep, assets[i]);
+        any_video |= ct_media_kind_of(inputs[i]) == CT_MEDIA_VIDEO;
+    }
+    if (video_opt && !any_video) {
+        rc = usage_error("embed ", "--codec, --crf, --bitrate and --preset are for video input");
+        goto done;
+    }
+    rc = open_ctx(c);
+    if (rc == 0) {
+        rc = unlock(c);
+    }
+    if (rc != 0) {
+        goto done;
+    }
+    /* A vendor that cannot receive assets is one error, not one per file. */
+    ct_vendor v;
+    ct_status st = ct_vendor_find(c->ctx, vendor, &v);
+    if (st != CT_OK) {
+        rc = fail(c, st);
+        goto done;
+    }
+    if (v.revoked_at != 0) {
+        rc = die("vendor '%s' is revoked and can no longer receive assets", v.name);
+        goto done;
+    }
+    if (any_video) {
+        keep_frame_memory();
+    }
+    ebatch b = {vendor, inputs, outputs, assets, eo, vo, json, 0};
+    cli_pool_ops ops = {n, sizeof(eres), embed_run, embed_done, json ? NULL : embed_label, &b};
+    rc = cli_pool_run(c->ctx, jobs > 0 ? jobs : cli_pool_default_jobs(), &ops);
+    if (rc < 0) {
+        rc = die("out of memory");
+    } else if (rc == 0 && b.failed > 0) {
+        rc = EXIT_ERR;
+    }
+done:
+    for (size_t i = 0; outputs != NULL && i < n; i++) {
+        free(outputs[i]);
+    }
+    for (size_t i = 0; assets != NULL && i < n; i++) {
+        free(assets[i]);
+    }
+    free(outputs);
+    free(assets);
+    return rc;
+}
+
 static int cmd_embed(cli *c, int argc, char **argv)
 {
     static const struct option opts[] = {COMMON_OPTS,
@@ -756,8 +1008,10 @@ static int cmd_embed(cli *c, int argc, char **argv)
                                          {"crf", required_argument, NULL, OPT_CRF},
                                          {"bitrate", required_argument, NULL, OPT_BITRATE},
                                          {"preset", required_argument, NULL, OPT_PRESET},
+                                         {"jobs", required_argument, NULL, OPT_JOBS},
                                          {NULL, 0, NULL, 0}};
     const char *vendor = NULL, *output = NULL, *asset = NULL;
+    unsigned long jobs = 0;
     ct_embed_opts eo = {0.0, 0, NULL, NULL}; /* 0: the library's default */
     ct_video_opts vo = {0};
     int video_opt = 0;
@@ -817,6 +1071,14 @@ static int cmd_embed(cli *c, int argc, char **argv)
             vo.preset = optarg;
             video_opt = 1;
             break;
+        case OPT_JOBS:
+            errno = 0;
+            jobs = strtoul(optarg, &end, 10);
+            if (errno != 0 || end == optarg || *end != '\0' || optarg[0] == '-' || jobs < 1 ||
+                jobs > 64) {
+                return usage_error("embed ", "--jobs takes a whole number from 1 to 64");
+            }
+            break;
         default:
             return usage_error("embed ", "unknown option '%s'", argv[optind - 1]);
         }
@@ -827,8 +1089,15 @@ static int cmd_embed(cli *c, int argc, char **argv)
     if (output == NULL) {
         return usage_error("embed ", "embed needs -o OUTPUT");
     }
-    if (argc - optind != 1) {
-        return usage_error("embed ", "embed takes exactly one INPUT file");
+    if (argc - optind < 1) {
+        return usage_error("embed ", "embed needs an INPUT file");
+    }
+    if (vo.crf > 0 && vo.bitrate > 0) {
+        return usage_error("embed ", "--crf and --bitrate exclude each other");
+    }
+    if (argc - optind > 1) {
+        return embed_batch(c, vendor, argv + optind, (size_t)(argc - optind), output, asset, &eo,
+                           &vo, video_opt, (unsigned)jobs, json);
     }
     const char *input = argv[optind];
     if (asset == NULL) {
@@ -837,9 +1106,6 @@ static int cmd_embed(cli *c, int argc, char **argv)
     }
     eo.asset = asset;
     ct_media_kind kind = ct_media_kind_of(input);
-    if (vo.crf > 0 && vo.bitrate > 0) {
-        return usage_error("embed ", "--crf and --bitrate exclude each other");
-    }
     if (video_opt && kind != CT_MEDIA_VIDEO) {
         return usage_error("embed ", "--codec, --crf, --bitrate and --preset are for video input");
     }
@@ -858,17 +1124,9 @@ static int cmd_embed(cli *c, int argc, char **argv)
         if (!json && isatty(STDERR_FILENO)) {
             vo.progress = progress_bar;
         }
-#ifdef __GLIBC__
-        /* Process-wide, so the program's call: the mark's per-frame work
-         * planes (tens of MB a frame) would otherwise go back to the
-         * kernel at every free and fault in again zeroed, about a tenth
-         * of the CPU of a 1080p embed (measured: sys time 3.0 s -> 0.8 s
-         * on 74 frames). Kept instead; the peak is the same. */
         if (kind == CT_MEDIA_VIDEO) {
-            mallopt(M_MMAP_THRESHOLD, 64 << 20);
-            mallopt(M_TRIM_THRESHOLD, 512 << 20);
+            keep_frame_memory();
         }
-#endif
         st = ct_embed_video(c->ctx, vendor, input, output, &vo, &r);
         if (st != CT_OK) {
             if (vo.progress != NULL) {
@@ -882,46 +1140,7 @@ static int cmd_embed(cli *c, int argc, char **argv)
             return fail(c, st);
         }
     }
-    int moving = kind != CT_MEDIA_IMAGE;
-    if (json) {
-        printf("{\"input\":");
-        json_string_out(input);
-        printf(",\"output\":");
-        json_string_out(output);
-        printf(",\"asset\":");
-        json_string_out(asset);
-        printf(",\"vendor\":");
-        json_string_out(r.vendor);
-        printf(",\"vendor_id\":%u,\"serial\":%u,\"width\":%u,\"height\":%u,", r.vendor_id,
-               r.serial, r.width, r.height);
-        if (moving) {
-            printf("\"frames\":%" PRIu64 ",\"duration_s\":%.3f,", r.frames, r.duration);
-        }
-        printf("\"psnr_y\":%.2f,\"ssim_y\":%.5f,\"strength\":%g,\"record_id\":%" PRIu64,
-               r.psnr, r.ssim, r.strength, r.record_id);
-        if (r.blind_checked) {
-            printf(",\"blind_check\":{\"z\":%.2f,\"needed\":%.2f,\"traceable\":%s}}\n",
-                   r.blind_z, r.blind_z_needed, r.blind_z >= r.blind_z_needed ? "true" : "false");
-        } else {
-            printf(",\"blind_check\":null}\n");
-        }
-    } else if (moving) {
-        printf("%s -> %s: %" PRIu64 " frames marked for %s (vendor %u), serial %u, "
-               "PSNR-Y %.1f dB, ledger record %" PRIu64 "\n",
-               input, output, r.frames, r.vendor, r.vendor_id, r.serial, r.psnr, r.record_id);
-    } else {
-        printf("%s -> %s: marked for %s (vendor %u), serial %u, PSNR-Y %.1f dB, SSIM %.4f, "
-               "ledger record %" PRIu64 "\n",
-               input, output, r.vendor, r.vendor_id, r.serial, r.psnr, r.ssim, r.record_id);
-    }
-    if (r.blind_checked && r.blind_z < r.blind_z_needed) {
-        /* Marked and recorded all the same: informed verify still traces it. */
-        fprintf(stderr,
-                "celtrace: warning: %s: the mark is too weak to trace blind even untouched "
-                "(z %.1f of %.1f needed: the image is small or flat); verify names the vendor "
-                "only against the original\n",
-                output, r.blind_z, r.blind_z_needed);
-    }
+    print_embedded(input, output, asset, kind, &r, json);
     return 0;
 }
 
@@ -1086,136 +1305,40 @@ static int print_verdict(const char *path, const vres *r, int json, int *identif
     return 0;
 }
 
-/* Verify workers: each has its own context (ct_ctx_clone) and claims the
- * next file; results land in a window of slots and the main thread prints
- * them in input order, so the output is the same whatever the number of
- * workers. Workers run at most `window` files ahead of the printer, which
- * bounds the memory held by finished results. */
-typedef struct vpool {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
+/* verify's items for the pool (cli/pool.h). */
+typedef struct vbatch {
     char **paths;
-    size_t n, next, printed, window;
-    vres *slot;
-    unsigned char *done;
     const vsettings *vs;
-} vpool;
+    int json, *identified, *errors;
+} vbatch;
 
-typedef struct vworker {
-    vpool *p;
-    ct_ctx *ctx;
-    vres r;
-} vworker;
-
-static void *verify_worker(void *arg)
+static void verify_run(void *arg, ct_ctx *ctx, size_t i, void *res)
 {
-    vworker *wk = arg;
-    vpool *p = wk->p;
-    for (;;) {
-        pthread_mutex_lock(&p->mu);
-        while (p->next < p->n && p->next >= p->printed + p->window) {
-            pthread_cond_wait(&p->cv, &p->mu);
-        }
-        if (p->next >= p->n) {
-            pthread_mutex_unlock(&p->mu);
-            return NULL;
-        }
-        size_t i = p->next++;
-        pthread_mutex_unlock(&p->mu);
-        verify_one(wk->ctx, p->paths[i], p->vs, &wk->r);
-        pthread_mutex_lock(&p->mu);
-        p->slot[i % p->window] = wk->r;
-        p->done[i % p->window] = 1;
-        pthread_cond_broadcast(&p->cv);
-        pthread_mutex_unlock(&p->mu);
-    }
+    const vbatch *b = arg;
+    verify_one(ctx, b->paths[i], b->vs, res);
+}
+
+static int verify_done(void *arg, size_t i, void *res)
+{
+    const vbatch *b = arg;
+    return print_verdict(b->paths[i], res, b->json, b->identified, b->errors) != 0
+               ? die("out of memory")
+               : 0;
+}
+
+static const char *verify_label(void *arg, size_t i)
+{
+    return ((const vbatch *)arg)->paths[i];
 }
 
 /* Verify paths[0..n) on `jobs` workers (the calling thread prints). */
 static int verify_files(cli *c, char **paths, size_t n, const vsettings *vs, unsigned jobs,
                         int json, int *identified, int *errors)
 {
-    int progress = !json && isatty(STDERR_FILENO) && n > 1;
-    vpool p = {.paths = paths, .n = n, .vs = vs};
-    if (n == 0) {
-        return 0; /* e.g. a shard that got no file */
-    }
-    vworker *wk = NULL;
-    pthread_t *th = NULL;
-    unsigned started = 0;
-    int rc = 0;
-    if (jobs > n) {
-        jobs = (unsigned)n;
-    }
-    p.window = 2 * (size_t)jobs;
-    p.slot = malloc(p.window * sizeof *p.slot);
-    p.done = calloc(p.window, 1);
-    wk = calloc(jobs, sizeof *wk);
-    th = calloc(jobs, sizeof *th);
-    if (p.slot == NULL || p.done == NULL || wk == NULL || th == NULL) {
-        rc = die("out of memory");
-        goto done;
-    }
-    pthread_mutex_init(&p.mu, NULL);
-    pthread_cond_init(&p.cv, NULL);
-    if (jobs > 1) {
-        for (unsigned j = 0; j < jobs; j++) {
-            wk[j].p = &p;
-            if (ct_ctx_clone(c->ctx, &wk[j].ctx) != CT_OK ||
-                pthread_create(&th[j], NULL, verify_worker, &wk[j]) != 0) {
-                ct_ctx_free(wk[j].ctx);
-                wk[j].ctx = NULL;
-                break; /* fewer workers; the ones started do the work */
-            }
-            started++;
-        }
-    }
-    for (size_t i = 0; i < n; i++) {
-        vres *r = &p.slot[i % p.window];
-        if (progress) {
-            fprintf(stderr, "\r[%zu/%zu] %.60s\033[K", i + 1, n, paths[i]);
-        }
-        if (started == 0) {
-            verify_one(c->ctx, paths[i], vs, r);
-        } else {
-            pthread_mutex_lock(&p.mu);
-            while (!p.done[i % p.window]) {
-                pthread_cond_wait(&p.cv, &p.mu);
-            }
-            pthread_mutex_unlock(&p.mu);
-        }
-        if (progress) {
-            fputs("\r\033[K", stderr);
-        }
-        /* No worker writes this slot until `printed` moves past i. */
-        int pr = print_verdict(paths[i], r, json, identified, errors);
-        pthread_mutex_lock(&p.mu);
-        p.done[i % p.window] = 0;
-        p.printed = i + 1;
-        if (pr != 0) {
-            p.n = p.next; /* claim nothing more */
-        }
-        pthread_cond_broadcast(&p.cv);
-        pthread_mutex_unlock(&p.mu);
-        if (pr != 0) {
-            rc = die("out of memory");
-            break;
-        }
-    }
-    for (unsigned j = 0; j < started; j++) {
-        pthread_join(th[j], NULL);
-    }
-    for (unsigned j = 0; j < jobs; j++) {
-        ct_ctx_free(wk[j].ctx);
-    }
-    pthread_cond_destroy(&p.cv);
-    pthread_mutex_destroy(&p.mu);
-done:
-    free(p.slot);
-    free(p.done);
-    free(wk);
-    free(th);
-    return rc;
+    vbatch b = {paths, vs, json, identified, errors};
+    cli_pool_ops ops = {n, sizeof(vres), verify_run, verify_done, json ? NULL : verify_label, &b};
+    int rc = cli_pool_run(c->ctx, jobs, &ops);
+    return rc < 0 ? die("out of memory") : rc;
 }
 
 /* "K/N" with 1 <= K <= N. */
@@ -1344,8 +1467,7 @@ static int cmd_verify(cli *c, int argc, char **argv)
         /* One per CPU, at most 4: a worker holds up to about 50 bytes per
          * pixel of its image (measured on 4K with informed detection;
          * blind alone under 20), so 5 GB for a 100 MP scan. */
-        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-        jobs = cpus < 1 ? 1 : (cpus > 4 ? 4 : (unsigned long)cpus);
+        jobs = cli_pool_default_jobs();
     }
     int identified = 0, errors = 0;
     rc = verify_files(c, w.paths, w.n, &vs, (unsigned)jobs, json, &identified, &errors);

@@ -310,12 +310,50 @@ embed_error "--max-pixels after the command" embed --max-pixels 1000 --vendor "$
 embed_error "--max-pixels 0" --max-pixels 0 embed --vendor "$A" "$W/$CEL" -o "$E/o.png"
 embed_error "no -o" embed --vendor "$A" "$W/$CEL"
 embed_error "no --vendor" embed "$W/$CEL" -o "$E/o.png"
-embed_error "two inputs" embed --vendor "$A" "$W/$CEL" "$W/$SKETCH" -o "$E/o.png"
+embed_error "two inputs, -o not a folder" embed --vendor "$A" "$W/$CEL" "$W/$SKETCH" -o "$E/o.png"
+mkdir -p "$W/dup"
+cp "$W/$CEL" "$W/dup/$CEL"
+embed_error "two inputs of one name" embed --vendor "$A" "$W/$CEL" "$W/dup/$CEL" -o "$E"
+check "two inputs of one name: says which" grep -q "both be written to" "$T_DIR/err"
+embed_error "--asset with two inputs" embed --vendor "$A" --asset x "$W/$CEL" "$W/$SKETCH" -o "$E"
+embed_error "--jobs 0" embed --vendor "$A" --jobs 0 "$W/$CEL" "$W/$SKETCH" -o "$E"
+embed_error "two inputs, unknown vendor" embed --vendor "No Such Vendor" "$W/$CEL" "$W/$SKETCH" \
+    -o "$E"
+embed_error "two inputs, revoked vendor" embed --vendor "Gone Vendor" "$W/$CEL" "$W/$SKETCH" -o "$E"
 
 # A limit the image fits under is fine.
 ct --home "$H" --max-pixels 307200 embed --vendor "$A" "$W/$CEL" -o "$E/fits.png"
 expect_ok "--max-pixels equal to the image"
 rm -f "$E/fits.png"
+
+# ---- a delivery: several inputs into one folder --------------------------------------------------
+# Each copy under its input's name, lines in input order whatever --jobs; a
+# corrupt input is one error line, the others are marked and recorded, and
+# the exit status says something failed.
+for j in 1 2; do
+    D=$W/delivery$j
+    mkdir -p "$D"
+    ct --home "$H" embed --vendor "$B" --json --jobs "$j" "$W/$CEL" "$W/x.png" "$W/$SKETCH" -o "$D"
+    check "delivery --jobs $j: exit 2 with a corrupt input" test "$RC" -eq 2
+    check "delivery --jobs $j: three lines, in input order" jq -se --arg c "$W/$CEL" \
+        --arg x "$W/x.png" --arg s "$W/$SKETCH" --arg d "$D" --arg b "$B" \
+        'length == 3 and .[0].input == $c and .[0].output == ($d + "/" + ($c | split("/") | last))
+         and .[0].vendor == $b and (.[0].record_id | type) == "number"
+         and .[1].input == $x and (.[1].error | type) == "string"
+         and .[2].input == $s and .[2].vendor == $b and .[0].serial != .[2].serial' "$T_DIR/out"
+    check "delivery --jobs $j: the copies under their names" test -s "$D/$CEL" -a -s "$D/$SKETCH"
+    check "delivery --jobs $j: nothing for the corrupt input, no temporary" \
+        test -z "$(find "$D" -mindepth 1 ! -name "$CEL" ! -name "$SKETCH")"
+    check "delivery --jobs $j: the error names the file" jq -se '.[1].error | test("x[.]png")' \
+        "$T_DIR/out"
+done
+expect_vendor "delivery copy (cel)" "$W/delivery2/$CEL" "$B"
+expect_vendor "delivery copy (JPEG sketch)" "$W/delivery1/$SKETCH" "$B"
+ct --home "$H" embed --vendor "$A" "$W/$CEL" "$W/$SKETCH" -o "$W/delivery1/"
+check "delivery (text): exit 0, a line per input in order" test "$RC" -eq 0 -a \
+    "$(cut -d: -f1 "$T_DIR/out" | tr '\n' ' ')" = \
+    "$W/$CEL -> $W/delivery1/$CEL $W/$SKETCH -> $W/delivery1/$SKETCH "
+expect_vendor "delivery copy replaced for another vendor" "$W/delivery1/$CEL" "$A"
 
 # ---- verify error paths --------------------------------------------------------------------------
 ct --home "$H" verify --json "$W/half.png"
