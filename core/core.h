@@ -25,6 +25,13 @@
  * never reassociates float sums), so they give the same bits: a mark or a
  * verdict does not depend on the machine. Put it on the loop itself: a
  * plain function called from a clone is not inlined into it. */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define CT_NO_CLONES /* their resolvers run at load time, before the sanitizer is up */
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define CT_NO_CLONES
+#endif
+#endif
 #if defined(__x86_64__) && defined(__ELF__) && defined(__has_attribute) && !defined(CT_NO_CLONES)
 #if __has_attribute(target_clones)
 #define CT_SIMD_CLONES __attribute__((target_clones("avx2", "default")))
