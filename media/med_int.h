@@ -75,7 +75,10 @@ ct_status med_jpeg_read(ct_ctx *ctx, const uint8_t *data, size_t size, const cha
 ct_status med_av_read(ct_ctx *ctx, const uint8_t *data, size_t size, const char *name,
                       med_image **out);
 
-ct_status med_png_write(ct_ctx *ctx, const med_image *img, const char *path);
+/* threads 0: libpng writes the image data (the plain encoder); 1 or more:
+ * the segmented writer on that many threads (the same file whatever the
+ * number). */
+ct_status med_png_write(ct_ctx *ctx, const med_image *img, const char *path, unsigned threads);
 ct_status med_jpeg_write(ct_ctx *ctx, const med_image *img, const char *path, int quality);
 
 static inline bool med_host_is_le(void)

@@ -41,6 +41,9 @@ void med_image_free(med_image *img);
 
 typedef struct med_write_opts {
     int jpeg_quality; /* 1..100, or 0 = follow the input's quantisation tables (75 if not a JPEG) */
+    unsigned threads; /* PNG: 0 = libpng's own single-threaded writer; 1 or more = image data
+                         deflated in segments on up to this many threads (same bytes for any
+                         number) */
 } med_write_opts;
 
 /* Write img to path; the format comes from the extension (.png, .jpg, .jpeg,

@@ -170,6 +170,91 @@ static void test_png_roundtrip(ct_ctx *ctx)
     }
 }
 
+/* The segmented writer (image data deflated in parallel pieces): what it
+ * writes reads back to the same pixels and chunks as libpng's own writer,
+ * its bytes do not depend on the thread count, it is about the size
+ * libpng writes, and an independent decoder (ImageMagick) reads it. Every
+ * PNG sample (several segments each), plus shapes at the edges of the
+ * cut: one pixel, one segment, and rows longer than a segment. */
+static void png_segmented_one(ct_ctx *ctx, const med_image *a, const char *what)
+{
+    med_image *b = NULL;
+    char plain[4400], one[4400], three[4400];
+    snprintf(plain, sizeof plain, "%s", tmp_path("seg_plain.png"));
+    snprintf(one, sizeof one, "%s", tmp_path("seg_1.png"));
+    snprintf(three, sizeof three, "%s", tmp_path("seg_3.png"));
+    med_write_opts w0 = {0, 0}, w1 = {0, 1}, w3 = {0, 3};
+    CHECK_ST(med_write_file(ctx, a, plain, &w0), CT_OK);
+    CHECK_ST(med_write_file(ctx, a, one, &w1), CT_OK);
+    CHECK_ST(med_write_file(ctx, a, three, &w3), CT_OK);
+    size_t n0 = 0, n1 = 0, n3 = 0;
+    uint8_t *f0 = slurp(plain, &n0), *f1 = slurp(one, &n1), *f3 = slurp(three, &n3);
+    CHECK(f1 != NULL && f3 != NULL && n1 == n3 && memcmp(f1, f3, n1) == 0);
+    /* At most 1 % over libpng's size (each cut costs a few bytes; libpng's
+     * own buffering often costs more). */
+    CHECK(n0 > 0 && (double)n1 < 1.01 * (double)n0 + 64);
+    CHECK_ST(med_read_file(ctx, three, &b), CT_OK);
+    if (b != NULL) {
+        CHECK(same_pixels(a, b));
+        CHECK(same_meta(a, b));
+    }
+    if (med_width(a) <= 16000) { /* Debian's ImageMagick policy stops at 16K wide */
+        char cmd[14000];
+        snprintf(cmd, sizeof cmd, "/usr/bin/compare -metric AE '%s' '%s' null: 2>&1 | grep -qx 0",
+                 three, plain);
+        CHECK(run(cmd) == 0);
+    }
+    printf("  segmented %-40s %zu bytes (libpng %zu)\n", what, n1, n0);
+    free(f0);
+    free(f1);
+    free(f3);
+    med_image_free(b);
+}
+
+static void test_png_segmented(ct_ctx *ctx)
+{
+    for (size_t i = 0; i < sizeof png_samples / sizeof png_samples[0]; i++) {
+        med_image *a = NULL;
+        CHECK_ST(med_read_file(ctx, tu_sample(png_samples[i]), &a), CT_OK);
+        if (a != NULL) {
+            png_segmented_one(ctx, a, png_samples[i]);
+        }
+        med_image_free(a);
+    }
+    med_image *c = NULL;
+    CHECK_ST(med_read_file(ctx, tu_sample("images/bg_twowings_chunks_1920x1080.png"), &c),
+             CT_OK);
+    if (c != NULL) {
+        png_segmented_one(ctx, c, "bg_twowings_chunks (kept chunks)");
+    }
+    med_image_free(c);
+    /* Synthetic shapes: noise (little to match) and a ramp (long matches). */
+    static const struct {
+        uint32_t w, h;
+        unsigned ch, depth;
+    } shapes[] = {{1, 1, 1, 8}, {3, 1000, 2, 8}, {140000, 3, 4, 16}, {700, 900, 3, 8}};
+    uint32_t x = 12345;
+    for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++) {
+        med_image *m = NULL;
+        CHECK_ST(med_image_new(ctx, shapes[k].w, shapes[k].h, shapes[k].ch, shapes[k].depth, &m),
+                 CT_OK);
+        if (m == NULL) {
+            continue;
+        }
+        size_t n = (size_t)shapes[k].w * shapes[k].h * shapes[k].ch * (shapes[k].depth / 8);
+        uint8_t *p = med_pixels_mut(m);
+        for (size_t i = 0; i < n; i++) {
+            x = x * 1103515245u + 12345u;
+            p[i] = (uint8_t)(k % 2 ? (x >> 24) & 7 : (i / 7) & 0xff);
+        }
+        char what[64];
+        snprintf(what, sizeof what, "%ux%u, %u ch, %u bit", shapes[k].w, shapes[k].h,
+                 shapes[k].ch, shapes[k].depth);
+        png_segmented_one(ctx, m, what);
+        med_image_free(m);
+    }
+}
+
 static void test_png_chunks(ct_ctx *ctx)
 {
     med_image *a = NULL, *b = NULL;
@@ -978,6 +1063,7 @@ int main(void)
     med_libav_quiet();
     test_png_roundtrip(ctx);
     test_png_chunks(ctx);
+    test_png_segmented(ctx);
     test_png_16bit(ctx);
     test_png_palette(ctx);
     test_jpeg(ctx);
