@@ -756,6 +756,19 @@ static int parse_bitrate(const char *s, int64_t *out)
     return 0;
 }
 
+/* --jobs N: 1..64. */
+static int parse_jobs(const char *s, unsigned long *out)
+{
+    char *end = NULL;
+    errno = 0;
+    unsigned long v = strtoul(s, &end, 10);
+    if (errno != 0 || end == s || *end != '\0' || s[0] == '-' || v < 1 || v > 64) {
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
 #ifdef __GLIBC__
 /* Process-wide, so the program's call: the mark's per-frame work planes
  * (tens of MB a frame) would otherwise go back to the kernel at every free
@@ -1072,10 +1085,7 @@ static int cmd_embed(cli *c, int argc, char **argv)
             video_opt = 1;
             break;
         case OPT_JOBS:
-            errno = 0;
-            jobs = strtoul(optarg, &end, 10);
-            if (errno != 0 || end == optarg || *end != '\0' || optarg[0] == '-' || jobs < 1 ||
-                jobs > 64) {
+            if (parse_jobs(optarg, &jobs) != 0) {
                 return usage_error("embed ", "--jobs takes a whole number from 1 to 64");
             }
             break;
@@ -1413,11 +1423,7 @@ static int cmd_verify(cli *c, int argc, char **argv)
             continue;
         }
         if (opt == OPT_JOBS) {
-            char *end = NULL;
-            errno = 0;
-            jobs = strtoul(optarg, &end, 10);
-            if (errno != 0 || end == optarg || *end != '\0' || optarg[0] == '-' || jobs < 1 ||
-                jobs > 64) {
+            if (parse_jobs(optarg, &jobs) != 0) {
                 return usage_error("verify ", "--jobs takes a whole number from 1 to 64");
             }
             continue;

@@ -159,7 +159,34 @@ done:
     return st;
 }
 
+/* Sum of y over rows [y0, y1), columns [x0, x1): eight sums side by side,
+ * which vectorise (one running sum is a chain of dependent adds, 4 cycles
+ * a pixel). Static: a clone's resolver must not become an exported
+ * symbol of the shared library. */
 CT_SIMD_CLONES
+static double box_sum(const float *y, uint32_t w, uint64_t x0, uint64_t x1, uint64_t y0,
+                      uint64_t y1)
+{
+    double lane[8] = {0};
+    for (uint64_t yy = y0; yy < y1; yy++) {
+        const float *row = y + yy * w;
+        uint64_t xx = x0;
+        for (; xx + 8 <= x1; xx += 8) {
+            for (int l = 0; l < 8; l++) {
+                lane[l] += row[xx + l];
+            }
+        }
+        for (; xx < x1; xx++) {
+            lane[0] += row[xx];
+        }
+    }
+    double sum = 0;
+    for (int l = 0; l < 8; l++) {
+        sum += lane[l];
+    }
+    return sum;
+}
+
 uint64_t ldg_dhash(const float *y, uint32_t w, uint32_t h)
 {
     double cell[8][9];
@@ -178,26 +205,7 @@ uint64_t ldg_dhash(const float *y, uint32_t w, uint32_t h)
                 x1 = x0 + 1 < w ? x0 + 1 : w;
                 x0 = x1 - 1;
             }
-            /* Eight sums side by side, which vectorise (one running sum is a
-             * chain of dependent adds, 4 cycles a pixel). */
-            double lane[8] = {0};
-            for (uint64_t yy = y0; yy < y1; yy++) {
-                const float *row = y + yy * w;
-                uint64_t xx = x0;
-                for (; xx + 8 <= x1; xx += 8) {
-                    for (int l = 0; l < 8; l++) {
-                        lane[l] += row[xx + l];
-                    }
-                }
-                for (; xx < x1; xx++) {
-                    lane[0] += row[xx];
-                }
-            }
-            double sum = 0;
-            for (int l = 0; l < 8; l++) {
-                sum += lane[l];
-            }
-            cell[cy][cx] = sum / (double)((y1 - y0) * (x1 - x0));
+            cell[cy][cx] = box_sum(y, w, x0, x1, y0, y1) / (double)((y1 - y0) * (x1 - x0));
         }
     }
     for (int cy = 0; cy < 8; cy++) {
