@@ -5,11 +5,13 @@
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <libgen.h>
 #ifdef __GLIBC__
 #include <malloc.h>
 #endif
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -141,12 +143,12 @@ static const char EMBED_HELP[] =
     "  --json         print the result as one JSON object\n"
     "\n"
     "Several inputs (a delivery): each copy is written to FOLDER (which must\n"
-    "exist) under its input's name, and its asset is named after the file; no\n"
-    "two inputs may share a name. --jobs N files at once (default one per CPU,\n"
-    "at most 4; the keystore is unlocked once for all). One line per input, in\n"
-    "input order (--json: one object each; a failed input is {input, output,\n"
-    "error}). An input that fails is reported and the others go on; the exit\n"
-    "status is then 2.\n"
+    "exist, and not be an input's own folder) under its input's name, and its\n"
+    "asset is named after the file; no two inputs may share a name. --jobs N\n"
+    "files at once (default one per CPU, at most 4; the keystore is unlocked\n"
+    "once for all). One line per input, in input order (--json: one object\n"
+    "each; a failed input is {input, output, error}). An input that fails is\n"
+    "reported and the others go on; the exit status is then 2.\n"
     "\n"
     "Images up to 0.5 MP are read back before embed returns (blind_check in\n"
     "--json): one too small or flat to be traced blind even untouched is still\n"
@@ -903,6 +905,24 @@ static const char *embed_label(void *arg, size_t i)
     return ((const ebatch *)arg)->inputs[i];
 }
 
+/* Whether the folder whose stat is *dsb holds path (path's parent). */
+static bool same_folder_as_parent(const struct stat *dsb, const char *path)
+{
+    char *copy = strdup(path);
+    struct stat psb;
+    if (copy == NULL) {
+        return false;
+    }
+    size_t l = strlen(copy);
+    while (l > 1 && copy[l - 1] == '/') {
+        copy[--l] = '\0';
+    }
+    bool same = stat(dirname(copy), &psb) == 0 && psb.st_dev == dsb->st_dev &&
+                psb.st_ino == dsb->st_ino;
+    free(copy);
+    return same;
+}
+
 /* INPUT... -o DIR: each copy is DIR/<input's name>, its asset that name.
  * A file that fails is reported and the others go on; exit 2 if any
  * failed. Checked before the keystore is unlocked: DIR is a folder, no
@@ -954,6 +974,11 @@ static int embed_batch(cli *c, const char *vendor, char **inputs, size_t n, cons
                                  inputs[k], inputs[i], dir, sep, assets[i]);
                 goto done;
             }
+        }
+        if (same_folder_as_parent(&sb, inputs[i])) {
+            rc = usage_error("embed ", "-o %s is the folder %s is in: the copies would replace "
+                                       "the originals", dir, inputs[i]);
+            goto done;
         }
         size_t ol = dl + strlen(sep) + strlen(assets[i]) + 1;
         outputs[i] = malloc(ol);

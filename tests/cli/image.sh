@@ -315,6 +315,8 @@ mkdir -p "$W/dup"
 cp "$W/$CEL" "$W/dup/$CEL"
 embed_error "two inputs of one name" embed --vendor "$A" "$W/$CEL" "$W/dup/$CEL" -o "$E"
 check "two inputs of one name: says which" grep -q "both be written to" "$T_DIR/err"
+embed_error "-o the inputs' own folder" embed --vendor "$A" "$W/$CEL" "$W/$SKETCH" -o "$W/"
+check "-o the inputs' own folder: says so" grep -q "would replace the originals" "$T_DIR/err"
 embed_error "--asset with two inputs" embed --vendor "$A" --asset x "$W/$CEL" "$W/$SKETCH" -o "$E"
 embed_error "--jobs 0" embed --vendor "$A" --jobs 0 "$W/$CEL" "$W/$SKETCH" -o "$E"
 embed_error "two inputs, unknown vendor" embed --vendor "No Such Vendor" "$W/$CEL" "$W/$SKETCH" \
