@@ -905,6 +905,26 @@ static const char *embed_label(void *arg, size_t i)
     return ((const ebatch *)arg)->inputs[i];
 }
 
+/* The name an input is known by: its last path component, so a folder
+ * given as "frames/" is "frames" (the asset's default name, and a
+ * delivery copy's file name). NULL when out of memory; caller frees. */
+static char *input_name(const char *path)
+{
+    char *name = strdup(path);
+    if (name == NULL) {
+        return NULL;
+    }
+    size_t l = strlen(name);
+    while (l > 1 && name[l - 1] == '/') {
+        name[--l] = '\0';
+    }
+    const char *slash = strrchr(name, '/');
+    if (slash != NULL && slash[1] != '\0') {
+        memmove(name, slash + 1, strlen(slash + 1) + 1);
+    }
+    return name;
+}
+
 /* Whether the folder whose stat is *dsb holds path (path's parent). */
 static bool same_folder_as_parent(const struct stat *dsb, const char *path)
 {
@@ -949,19 +969,10 @@ static int embed_batch(cli *c, const char *vendor, char **inputs, size_t n, cons
     size_t dl = strlen(dir);
     const char *sep = dl > 0 && dir[dl - 1] == '/' ? "" : "/";
     for (size_t i = 0; i < n; i++) {
-        /* the name: a folder given as "frames/" is still "frames" */
-        assets[i] = strdup(inputs[i]);
+        assets[i] = input_name(inputs[i]);
         if (assets[i] == NULL) {
             rc = die("out of memory");
             goto done;
-        }
-        size_t l = strlen(assets[i]);
-        while (l > 1 && assets[i][l - 1] == '/') {
-            assets[i][--l] = '\0';
-        }
-        const char *slash = strrchr(assets[i], '/');
-        if (slash != NULL) {
-            memmove(assets[i], slash + 1, strlen(slash + 1) + 1);
         }
         if (assets[i][0] == '\0' || strcmp(assets[i], ".") == 0 ||
             strcmp(assets[i], "..") == 0 || strcmp(assets[i], "/") == 0) {
@@ -1032,6 +1043,51 @@ done:
     free(outputs);
     free(assets);
     return rc;
+}
+
+/* embed with one input: an image, a video or a frame sequence. */
+static int embed_one(cli *c, const char *vendor, const char *input, const char *output,
+                     const char *asset, ct_embed_opts *eo, ct_video_opts *vo, int video_opt,
+                     int json)
+{
+    eo->asset = asset;
+    ct_media_kind kind = ct_media_kind_of(input);
+    if (video_opt && kind != CT_MEDIA_VIDEO) {
+        return usage_error("embed ", "--codec, --crf, --bitrate and --preset are for video input");
+    }
+    int rc = open_ctx(c);
+    if (rc == 0) {
+        rc = unlock(c);
+    }
+    if (rc != 0) {
+        return rc;
+    }
+    ct_embed_result r;
+    ct_status st;
+    if (kind != CT_MEDIA_IMAGE) {
+        vo->strength = eo->strength;
+        vo->asset = asset;
+        if (!json && isatty(STDERR_FILENO)) {
+            vo->progress = progress_bar;
+        }
+        if (kind == CT_MEDIA_VIDEO) {
+            keep_frame_memory();
+        }
+        st = ct_embed_video(c->ctx, vendor, input, output, vo, &r);
+        if (st != CT_OK) {
+            if (vo->progress != NULL) {
+                fputs("\r\033[K", stderr);
+            }
+            return fail(c, st);
+        }
+    } else {
+        st = ct_embed_file(c->ctx, vendor, input, output, eo, &r);
+        if (st != CT_OK) {
+            return fail(c, st);
+        }
+    }
+    print_embedded(input, output, asset, kind, &r, json);
+    return 0;
 }
 
 static int cmd_embed(cli *c, int argc, char **argv)
@@ -1135,48 +1191,14 @@ static int cmd_embed(cli *c, int argc, char **argv)
                            &vo, video_opt, (unsigned)jobs, json);
     }
     const char *input = argv[optind];
-    if (asset == NULL) {
-        const char *slash = strrchr(input, '/');
-        asset = slash != NULL ? slash + 1 : input;
+    char *name = asset == NULL ? input_name(input) : NULL;
+    if (asset == NULL && name == NULL) {
+        return die("out of memory");
     }
-    eo.asset = asset;
-    ct_media_kind kind = ct_media_kind_of(input);
-    if (video_opt && kind != CT_MEDIA_VIDEO) {
-        return usage_error("embed ", "--codec, --crf, --bitrate and --preset are for video input");
-    }
-    int rc = open_ctx(c);
-    if (rc == 0) {
-        rc = unlock(c);
-    }
-    if (rc != 0) {
-        return rc;
-    }
-    ct_embed_result r;
-    ct_status st;
-    if (kind != CT_MEDIA_IMAGE) {
-        vo.strength = eo.strength;
-        vo.asset = asset;
-        if (!json && isatty(STDERR_FILENO)) {
-            vo.progress = progress_bar;
-        }
-        if (kind == CT_MEDIA_VIDEO) {
-            keep_frame_memory();
-        }
-        st = ct_embed_video(c->ctx, vendor, input, output, &vo, &r);
-        if (st != CT_OK) {
-            if (vo.progress != NULL) {
-                fputs("\r\033[K", stderr);
-            }
-            return fail(c, st);
-        }
-    } else {
-        st = ct_embed_file(c->ctx, vendor, input, output, &eo, &r);
-        if (st != CT_OK) {
-            return fail(c, st);
-        }
-    }
-    print_embedded(input, output, asset, kind, &r, json);
-    return 0;
+    int rc = embed_one(c, vendor, input, output, asset != NULL ? asset : name, &eo, &vo,
+                       video_opt, json);
+    free(name);
+    return rc;
 }
 
 typedef struct walk {

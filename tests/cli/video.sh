@@ -158,6 +158,11 @@ check "sequence: names $B" test "$got" = "$B"
 verify_vendor "$S"
     got=$GOT
 check "unmarked sequence not named" test "$got" = "-"
+# Folders given with a trailing slash, as the help's example does.
+ct --home "$H" embed --vendor "$B" "$S/" -o "$W/seq_marked2/" --json
+expect_ok "embed a frame sequence given as FOLDER/"
+check "sequence given as FOLDER/: the asset is the folder's name" \
+    test "$(jq -r .asset "$T_DIR/out")" = "seq"
 
 # Stills whose names merely end in digits are a folder of files, not a clip:
 # verify gives one line per file, embed refuses the folder.
