@@ -151,33 +151,70 @@ static inline void ceiling_terms(float a, float tile, float am, float fcap,
     acc[3][l] += on;
 }
 
+/* The loops of the two passes, each written once and always inlined where
+ * it is called with a plane NULL or known present: a test on a NULL plane
+ * left inside the loop becomes a masked load per pixel (video frames have
+ * no rooms; it cost a fifth of a video embed's CPU). */
+static inline __attribute__((always_inline)) void sums_loop(const float *wt, const float *amp,
+                                                            const float *trow, size_t i0,
+                                                            uint32_t n, float fcap,
+                                                            float acc[4][LANES])
+{
+    uint32_t j = 0;
+    for (; j + LANES <= n; j += LANES) {
+        for (int l = 0; l < LANES; l++) {
+            ceiling_terms(wt != NULL ? wt[i0 + j + l] : 1.0f, trow[j + l], amp[i0 + j + l], fcap,
+                          acc, l);
+        }
+    }
+    for (; j < n; j++) {
+        ceiling_terms(wt != NULL ? wt[i0 + j] : 1.0f, trow[j], amp[i0 + j], fcap, acc, 0);
+    }
+}
+
+static inline __attribute__((always_inline)) void apply_loop(const float *up, const float *down,
+                                                             const float *amp, const float *trow,
+                                                             float *delta, size_t i0, uint32_t n,
+                                                             float fcap, float kf)
+{
+    for (uint32_t j = 0; j < n; j++) {
+        size_t i = i0 + j;
+        float f = amp[i] < fcap ? amp[i] : fcap;
+        float A = f + kf * (amp[i] - f);
+        delta[i] = wm_clip_shift(A * trow[j], A, up != NULL ? up[i] : INFINITY,
+                                 down != NULL ? down[i] : INFINITY);
+    }
+}
+
+static inline __attribute__((always_inline)) void energy_loop(const float *wt, const float *delta,
+                                                              size_t i0, uint32_t n,
+                                                              float acc[LANES])
+{
+    uint32_t j = 0;
+    for (; j + LANES <= n; j += LANES) {
+        for (int l = 0; l < LANES; l++) {
+            float d = (wt != NULL ? wt[i0 + j + l] : 1.0f) * delta[i0 + j + l];
+            acc[l] += d * d;
+        }
+    }
+    for (; j < n; j++) {
+        float d = (wt != NULL ? wt[i0 + j] : 1.0f) * delta[i0 + j];
+        acc[0] += d * d;
+    }
+}
+
 /* Pass 0 over a run of n pixels from i0 (tile row trow): LANES float
  * accumulators of each term, a row of lanes per term so they vectorise;
  * the run's totals go to the double sums. */
 CT_SIMD_CLONES
 static void run_sums(const amp_job *jb, size_t i0, const float *trow, uint32_t n, double *sum)
 {
-    const float *wt = jb->pl->weight, *amp = jb->amp;
+    const float *wt = jb->pl->weight;
     float acc[4][LANES] = {{0}};
-    uint32_t j = 0;
     if (wt != NULL) {
-        for (; j + LANES <= n; j += LANES) {
-            for (int l = 0; l < LANES; l++) {
-                ceiling_terms(wt[i0 + j + l], trow[j + l], amp[i0 + j + l], jb->fcap, acc, l);
-            }
-        }
-        for (; j < n; j++) {
-            ceiling_terms(wt[i0 + j], trow[j], amp[i0 + j], jb->fcap, acc, 0);
-        }
+        sums_loop(wt, jb->amp, trow, i0, n, jb->fcap, acc);
     } else {
-        for (; j + LANES <= n; j += LANES) {
-            for (int l = 0; l < LANES; l++) {
-                ceiling_terms(1.0f, trow[j + l], amp[i0 + j + l], jb->fcap, acc, l);
-            }
-        }
-        for (; j < n; j++) {
-            ceiling_terms(1.0f, trow[j], amp[i0 + j], jb->fcap, acc, 0);
-        }
+        sums_loop(NULL, jb->amp, trow, i0, n, jb->fcap, acc);
     }
     for (int l = 0; l < LANES; l++) {
         for (int q = 0; q < 4; q++) {
@@ -192,59 +229,19 @@ CT_SIMD_CLONES
 static void run_apply(const amp_job *jb, size_t i0, const float *trow, uint32_t n, double *sum)
 {
     const wm_plane *pl = jb->pl;
-    const float *amp = jb->amp, fcap = jb->fcap, kf = jb->k;
     const float *up = pl->room_up, *down = pl->room_down, *wt = pl->weight;
-    float *delta = jb->delta;
-    /* One loop per case of the rooms and of the weight: a test on a NULL
-     * plane inside the loop becomes a masked load per pixel (video frames
-     * have no rooms; it cost a fifth of a video embed's CPU). */
     if (up != NULL && down != NULL) {
-        for (uint32_t j = 0; j < n; j++) {
-            size_t i = i0 + j;
-            float f = amp[i] < fcap ? amp[i] : fcap;
-            float A = f + kf * (amp[i] - f);
-            delta[i] = wm_clip_shift(A * trow[j], A, up[i], down[i]);
-        }
+        apply_loop(up, down, jb->amp, trow, jb->delta, i0, n, jb->fcap, jb->k);
     } else if (up == NULL && down == NULL) {
-        for (uint32_t j = 0; j < n; j++) {
-            size_t i = i0 + j;
-            float f = amp[i] < fcap ? amp[i] : fcap;
-            float A = f + kf * (amp[i] - f);
-            delta[i] = wm_clip_shift(A * trow[j], A, INFINITY, INFINITY);
-        }
+        apply_loop(NULL, NULL, jb->amp, trow, jb->delta, i0, n, jb->fcap, jb->k);
     } else {
-        for (uint32_t j = 0; j < n; j++) {
-            size_t i = i0 + j;
-            float f = amp[i] < fcap ? amp[i] : fcap;
-            float A = f + kf * (amp[i] - f);
-            delta[i] = wm_clip_shift(A * trow[j], A, up != NULL ? up[i] : INFINITY,
-                                     down != NULL ? down[i] : INFINITY);
-        }
+        apply_loop(up, down, jb->amp, trow, jb->delta, i0, n, jb->fcap, jb->k);
     }
     float acc[LANES] = {0};
-    uint32_t j = 0;
     if (wt != NULL) {
-        for (; j + LANES <= n; j += LANES) {
-            for (int l = 0; l < LANES; l++) {
-                float d = wt[i0 + j + l] * delta[i0 + j + l];
-                acc[l] += d * d;
-            }
-        }
-        for (; j < n; j++) {
-            float d = wt[i0 + j] * delta[i0 + j];
-            acc[0] += d * d;
-        }
+        energy_loop(wt, jb->delta, i0, n, acc);
     } else {
-        for (; j + LANES <= n; j += LANES) {
-            for (int l = 0; l < LANES; l++) {
-                float d = 1.0f * delta[i0 + j + l];
-                acc[l] += d * d;
-            }
-        }
-        for (; j < n; j++) {
-            float d = 1.0f * delta[i0 + j];
-            acc[0] += d * d;
-        }
+        energy_loop(NULL, jb->delta, i0, n, acc);
     }
     for (int l = 0; l < LANES; l++) {
         sum[0] += acc[l];
