@@ -354,29 +354,21 @@ static double realize(const float *delta, AVFrame *f, uint32_t w, uint32_t h, in
             for (uint32_t j = 0; j < nr; j++) {
                 const uint32_t r = r0 + j;
                 const long x = (r & 1) != 0 ? (long)w - 1 - k : k;
-                const float dx = delta[(size_t)r * w + (size_t)x];
+                /* 8-bit: scale and inv are 1, exact, so one body serves both */
+                uint8_t *row = f->data[0] + (ptrdiff_t)r * f->linesize[0];
+                float o = depth == 8 ? row[x] : ((const uint16_t *)row)[x];
+                float v = o + delta[(size_t)r * w + (size_t)x] * scale + e[j];
+                float q = rintf(v);
+                q = q < 0 ? 0 : q > maxv ? maxv : q;
+                float ej = v - q;
+                e[j] = ej > 1.0f ? 1.0f : ej < -1.0f ? -1.0f : ej; /* clipped: do not pile up */
                 if (depth == 8) {
-                    uint8_t *p = f->data[0] + (ptrdiff_t)r * f->linesize[0];
-                    float o = p[x];
-                    float v = o + dx + e[j];
-                    float q = rintf(v);
-                    q = q < 0 ? 0 : q > maxv ? maxv : q;
-                    float ej = v - q;
-                    e[j] = ej > 1.0f ? 1.0f : ej < -1.0f ? -1.0f : ej; /* clipped: do not pile up */
-                    p[x] = (uint8_t)q;
-                    rse[j] += (q - o) * (q - o);
+                    row[x] = (uint8_t)q;
                 } else {
-                    uint16_t *p = (uint16_t *)(f->data[0] + (ptrdiff_t)r * f->linesize[0]);
-                    float o = p[x];
-                    float v = o + dx * scale + e[j];
-                    float q = rintf(v);
-                    q = q < 0 ? 0 : q > maxv ? maxv : q;
-                    float ej = v - q;
-                    e[j] = ej > 1.0f ? 1.0f : ej < -1.0f ? -1.0f : ej;
-                    p[x] = (uint16_t)q;
-                    float dd = (q - o) * inv;
-                    rse[j] += dd * dd;
+                    ((uint16_t *)row)[x] = (uint16_t)q;
                 }
+                float dd = (q - o) * inv;
+                rse[j] += dd * dd;
             }
         }
         for (uint32_t j = 0; j < nr; j++) {

@@ -1,0 +1,2 @@
+# Empty dependencies file for ct_negatives.
+# This may be replaced when dependencies are built.

@@ -1,0 +1,2 @@
+# Empty compiler generated dependencies file for ct_nullmodel.
+# This may be replaced when dependencies are built.

@@ -1,0 +1,37 @@
+# CMake generated Testfile for 
+# Source directory: /work/main/tests
+# Build directory: /work/main/b/tests
+# 
+# This file includes the relevant testing commands required for 
+# testing this directory and lists subdirectories to be tested as well.
+add_test(test_keys "/work/main/b/tests/test_keys")
+set_tests_properties(test_keys PROPERTIES  ENVIRONMENT "CT_SAMPLES=/work/main/samples;CT_KAT=/work/main/tests/kat;CT_TMP=/work/main/b/tests/tmp;CT_SANITIZED=OFF" TIMEOUT "600" _BACKTRACE_TRIPLES "/work/main/tests/CMakeLists.txt;7;add_test;/work/main/tests/tests.cmake;2;ct_unit_test;/work/main/tests/tests.cmake;0;;/work/main/tests/CMakeLists.txt;21;include;/work/main/tests/CMakeLists.txt;0;")
+add_test(test_store "/work/main/b/tests/test_store")
+set_tests_properties(test_store PROPERTIES  ENVIRONMENT "CT_SAMPLES=/work/main/samples;CT_KAT=/work/main/tests/kat;CT_TMP=/work/main/b/tests/tmp;CT_SANITIZED=OFF" TIMEOUT "600" _BACKTRACE_TRIPLES "/work/main/tests/CMakeLists.txt;7;add_test;/work/main/tests/tests.cmake;3;ct_unit_test;/work/main/tests/tests.cmake;0;;/work/main/tests/CMakeLists.txt;21;include;/work/main/tests/CMakeLists.txt;0;")
+add_test(cli_foundation "bash" "/work/main/tests/cli/foundation.sh")
+set_tests_properties(cli_foundation PROPERTIES  ENVIRONMENT "CELTRACE=/work/main/b/celtrace;CT_SAMPLES=/work/main/samples;CT_TMP=/work/main/b/tests/tmp;CT_SRC=/work/main;CT_BUILD=/work/main/b;CT_SANITIZED=OFF" TIMEOUT "900" _BACKTRACE_TRIPLES "/work/main/tests/CMakeLists.txt;14;add_test;/work/main/tests/tests.cmake;4;ct_cli_test;/work/main/tests/tests.cmake;0;;/work/main/tests/CMakeLists.txt;21;include;/work/main/tests/CMakeLists.txt;0;")
+add_test(cli_install "bash" "/work/main/tests/cli/install.sh")
+set_tests_properties(cli_install PROPERTIES  ENVIRONMENT "CELTRACE=/work/main/b/celtrace;CT_SAMPLES=/work/main/samples;CT_TMP=/work/main/b/tests/tmp;CT_SRC=/work/main;CT_BUILD=/work/main/b;CT_SANITIZED=OFF" TIMEOUT "900" _BACKTRACE_TRIPLES "/work/main/tests/CMakeLists.txt;14;add_test;/work/main/tests/tests.cmake;5;ct_cli_test;/work/main/tests/tests.cmake;0;;/work/main/tests/CMakeLists.txt;21;include;/work/main/tests/CMakeLists.txt;0;")
+add_test(test_media "/work/main/b/tests/test_media")
+set_tests_properties(test_media PROPERTIES  ENVIRONMENT "CT_SAMPLES=/work/main/samples;CT_KAT=/work/main/tests/kat;CT_TMP=/work/main/b/tests/tmp;CT_SANITIZED=OFF" TIMEOUT "600" _BACKTRACE_TRIPLES "/work/main/tests/CMakeLists.txt;7;add_test;/work/main/tests/tests.cmake;6;ct_unit_test;/work/main/tests/tests.cmake;0;;/work/main/tests/CMakeLists.txt;21;include;/work/main/tests/CMakeLists.txt;0;")
+add_test(test_media_regress "/work/main/b/tests/test_media_regress" "/work/main/tests/fuzz/corpus/media" "/work/main/tests/fuzz/regress/media")
+set_tests_properties(test_media_regress PROPERTIES  _BACKTRACE_TRIPLES "/work/main/tests/tests.cmake;11;add_test;/work/main/tests/tests.cmake;0;;/work/main/tests/CMakeLists.txt;21;include;/work/main/tests/CMakeLists.txt;0;")
+add_test(test_watermark "/work/main/b/tests/test_watermark")
+set_tests_properties(test_watermark PROPERTIES  ENVIRONMENT "CT_SAMPLES=/work/main/samples;CT_KAT=/work/main/tests/kat;CT_TMP=/work/main/b/tests/tmp;CT_SANITIZED=OFF" TIMEOUT "600" _BACKTRACE_TRIPLES "/work/main/tests/CMakeLists.txt;7;add_test;/work/main/tests/tests.cmake;12;ct_unit_test;/work/main/tests/tests.cmake;0;;/work/main/tests/CMakeLists.txt;21;include;/work/main/tests/CMakeLists.txt;0;")
+add_test(cli_image "bash" "/work/main/tests/cli/image.sh")
+set_tests_properties(cli_image PROPERTIES  ENVIRONMENT "CELTRACE=/work/main/b/celtrace;CT_SAMPLES=/work/main/samples;CT_TMP=/work/main/b/tests/tmp;CT_SRC=/work/main;CT_BUILD=/work/main/b;CT_SANITIZED=OFF" TIMEOUT "900" _BACKTRACE_TRIPLES "/work/main/tests/CMakeLists.txt;14;add_test;/work/main/tests/tests.cmake;13;ct_cli_test;/work/main/tests/tests.cmake;0;;/work/main/tests/CMakeLists.txt;21;include;/work/main/tests/CMakeLists.txt;0;")
+add_test(test_verify "/work/main/b/tests/test_verify")
+set_tests_properties(test_verify PROPERTIES  ENVIRONMENT "CT_SAMPLES=/work/main/samples;CT_KAT=/work/main/tests/kat;CT_TMP=/work/main/b/tests/tmp;CT_SANITIZED=OFF" TIMEOUT "600" _BACKTRACE_TRIPLES "/work/main/tests/CMakeLists.txt;7;add_test;/work/main/tests/tests.cmake;14;ct_unit_test;/work/main/tests/tests.cmake;0;;/work/main/tests/CMakeLists.txt;21;include;/work/main/tests/CMakeLists.txt;0;")
+add_test(cli_bench_gate "bash" "/work/main/tests/cli/bench_gate.sh")
+set_tests_properties(cli_bench_gate PROPERTIES  ENVIRONMENT "CELTRACE=/work/main/b/celtrace;CT_SAMPLES=/work/main/samples;CT_TMP=/work/main/b/tests/tmp;CT_SRC=/work/main;CT_BUILD=/work/main/b;CT_SANITIZED=OFF" TIMEOUT "900" _BACKTRACE_TRIPLES "/work/main/tests/CMakeLists.txt;14;add_test;/work/main/tests/tests.cmake;18;ct_cli_test;/work/main/tests/tests.cmake;0;;/work/main/tests/CMakeLists.txt;21;include;/work/main/tests/CMakeLists.txt;0;")
+add_test(test_ledger "/work/main/b/tests/test_ledger")
+set_tests_properties(test_ledger PROPERTIES  ENVIRONMENT "CT_SAMPLES=/work/main/samples;CT_KAT=/work/main/tests/kat;CT_TMP=/work/main/b/tests/tmp;CT_SANITIZED=OFF" TIMEOUT "600" _BACKTRACE_TRIPLES "/work/main/tests/CMakeLists.txt;7;add_test;/work/main/tests/tests.cmake;20;ct_unit_test;/work/main/tests/tests.cmake;0;;/work/main/tests/CMakeLists.txt;21;include;/work/main/tests/CMakeLists.txt;0;")
+add_test(cli_ledger "bash" "/work/main/tests/cli/ledger.sh")
+set_tests_properties(cli_ledger PROPERTIES  ENVIRONMENT "CELTRACE=/work/main/b/celtrace;CT_SAMPLES=/work/main/samples;CT_TMP=/work/main/b/tests/tmp;CT_SRC=/work/main;CT_BUILD=/work/main/b;CT_SANITIZED=OFF" TIMEOUT "900" _BACKTRACE_TRIPLES "/work/main/tests/CMakeLists.txt;14;add_test;/work/main/tests/tests.cmake;21;ct_cli_test;/work/main/tests/tests.cmake;0;;/work/main/tests/CMakeLists.txt;21;include;/work/main/tests/CMakeLists.txt;0;")
+add_test(cli_video "bash" "/work/main/tests/cli/video.sh")
+set_tests_properties(cli_video PROPERTIES  ENVIRONMENT "CELTRACE=/work/main/b/celtrace;CT_SAMPLES=/work/main/samples;CT_TMP=/work/main/b/tests/tmp;CT_SRC=/work/main;CT_BUILD=/work/main/b;CT_SANITIZED=OFF" TIMEOUT "900" _BACKTRACE_TRIPLES "/work/main/tests/CMakeLists.txt;14;add_test;/work/main/tests/tests.cmake;22;ct_cli_test;/work/main/tests/tests.cmake;0;;/work/main/tests/CMakeLists.txt;21;include;/work/main/tests/CMakeLists.txt;0;")
+add_test(test_informed "/work/main/b/tests/test_informed")
+set_tests_properties(test_informed PROPERTIES  ENVIRONMENT "CT_SAMPLES=/work/main/samples;CT_KAT=/work/main/tests/kat;CT_TMP=/work/main/b/tests/tmp;CT_SANITIZED=OFF" TIMEOUT "600" _BACKTRACE_TRIPLES "/work/main/tests/CMakeLists.txt;7;add_test;/work/main/tests/tests.cmake;23;ct_unit_test;/work/main/tests/tests.cmake;0;;/work/main/tests/CMakeLists.txt;21;include;/work/main/tests/CMakeLists.txt;0;")
+add_test(cli_informed "bash" "/work/main/tests/cli/informed.sh")
+set_tests_properties(cli_informed PROPERTIES  ENVIRONMENT "CELTRACE=/work/main/b/celtrace;CT_SAMPLES=/work/main/samples;CT_TMP=/work/main/b/tests/tmp;CT_SRC=/work/main;CT_BUILD=/work/main/b;CT_SANITIZED=OFF" TIMEOUT "900" _BACKTRACE_TRIPLES "/work/main/tests/CMakeLists.txt;14;add_test;/work/main/tests/tests.cmake;24;ct_cli_test;/work/main/tests/tests.cmake;0;;/work/main/tests/CMakeLists.txt;21;include;/work/main/tests/CMakeLists.txt;0;")
+subdirs("fuzz")
