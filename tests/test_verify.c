@@ -278,6 +278,40 @@ static void test_sync(ct_ctx *ctx)
         CHECK(fabs(ang[0] + ang[1]) < 0.5);
     }
 
+    /* The search of upright maps: after the best `max` come upright
+     * candidates only (the map fitted to a chance peak may tilt), and a
+     * plain downscale or its mirror is among them even when max is 1. */
+    for (int m = 0; m < 2; m++) {
+        plane sus = transform(&marked, 0.5, 0, m == 1, 384, 384, 0, 0);
+        float *white = malloc((size_t)384 * 384 * sizeof *white);
+        CHECK(sus.y != NULL && white != NULL);
+        if (sus.y != NULL && white != NULL) {
+            wm_sync sy;
+            wm_sync_init(&sy, skey);
+            vfy_geom g[1 + VFY_UPRIGHT];
+            int nc = 0, nup = 0;
+            bool got = false;
+            CHECK_ST(vfy_whiten(ctx, sus.y, NULL, 384, 384, 11, 3, white), CT_OK);
+            CHECK_ST(vfy_sync_search(ctx, white, 384, 384, &sy, 40.0, 330.0, g, 1, &nc), CT_OK);
+            CHECK(nc >= 2 && nc <= 1 + VFY_UPRIGHT);
+            for (int c = 0; c < nc; c++) {
+                double det = g[c].b[0][0] * g[c].b[1][1] - g[c].b[0][1] * g[c].b[1][0];
+                double per = WM_CELLS / sqrt(fabs(det));
+                double deg = atan2(g[c].b[1][0], g[c].b[1][1]) * 180.0 / M_PI;
+                CHECK(c == 0 || g[c].upright);
+                if (g[c].upright) {
+                    nup++;
+                    got |= fabs(per - 0.5 * P0) < 0.02 * 0.5 * P0 && fabs(deg) < 0.5 &&
+                            (det < 0) == (m == 1);
+                }
+            }
+            CHECK(nup >= 1);
+            CHECK(got);
+        }
+        free(white);
+        free(sus.y);
+    }
+
     /* The unmarked original: nothing, with any key. */
     {
         vfy_input in = {W, H, orig, NULL};
@@ -462,7 +496,7 @@ static void test_issued(ct_ctx *ctx)
     wm_plane pl = {W, H, orig, NULL, NULL, NULL, true, 1};
     /* Weak marks under strong noise: around the decoder's edge. */
     const double cell = WM_CELLS / (double)wm_period_for(W, H);
-    const vfy_geom geom = {{{cell, 0}, {0, cell}}, 0};
+    const vfy_geom geom = {{{cell, 0}, {0, cell}}, 0, true};
     for (int t = 0; t < 8; t++) {
         wm_embed_params prm = {0.08 + 0.01 * t, serial};
         CHECK_ST(wm_embed(ctx, &pl, skey, keys[0].key, &prm, delta), CT_OK);

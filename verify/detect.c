@@ -718,7 +718,7 @@ ct_status vfy_detect(ct_ctx *ctx, const vfy_input *in, const uint8_t sync_key[WM
     }
     for (int ps = 0; ps < npass && out->nhits == 0; ps++) {
         level *L = &lv[pass[ps].level];
-        cand cands[PER_LEVEL];
+        cand cands[PER_LEVEL + VFY_UPRIGHT];
         int ncand = 0;
         if (L->white == NULL) {
             L->white = ct_mallocarray(ctx, (size_t)L->w * L->h, sizeof *L->white);
@@ -731,7 +731,7 @@ ct_status vfy_detect(ct_ctx *ctx, const vfy_input *in, const uint8_t sync_key[WM
                 goto done;
             }
         }
-        vfy_geom g[PER_LEVEL];
+        vfy_geom g[PER_LEVEL + VFY_UPRIGHT];
         st = vfy_sync_search(ctx, L->white, L->w, L->h, &sync, pass[ps].pmin, pass[ps].pmax, g,
                              PER_LEVEL, &ncand);
         if (st != CT_OK) {
@@ -739,11 +739,15 @@ ct_status vfy_detect(ct_ctx *ctx, const vfy_input *in, const uint8_t sync_key[WM
         }
         /* First-order check of the candidates whose spectral evidence is
          * near the best: fold and correlate the sync. */
+        double best_up = 0;
+        for (int c = 0; c < ncand; c++) {
+            best_up = g[c].upright && g[c].score > best_up ? g[c].score : best_up;
+        }
         for (int c = 0; c < ncand; c++) {
             cands[c].g = g[c];
             cands[c].level = pass[ps].level;
             cands[c].z = -INFINITY;
-            if (g[c].score < 0.6 * g[0].score) {
+            if (g[c].score < 0.6 * (g[c].upright ? best_up : g[0].score)) {
                 continue;
             }
             fold(L->white, L->w, L->h, &cands[c].g, fd->tile, fd->wsum);
@@ -873,7 +877,7 @@ done:
 
 vfy_geom vfy_geom_upright(double period)
 {
-    return (vfy_geom){{{WM_CELLS / period, 0}, {0, WM_CELLS / period}}, 0};
+    return (vfy_geom){{{WM_CELLS / period, 0}, {0, WM_CELLS / period}}, 0, true};
 }
 
 double vfy_issued_z_min(uint64_t nserials)

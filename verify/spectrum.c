@@ -7,7 +7,10 @@
  * hypothesis whose predicted peaks carry the most power (a first-order
  * template match, not the autocorrelation, which breaks first); the best
  * few are refined and their 2x2 map fitted from the peaks' centroids by
- * least squares, which also absorbs small aspect changes. */
+ * least squares, which also absorbs small aspect changes. The upright
+ * maps (angle 0, mirrored or not) are also searched on their own: most
+ * leaks are not rotated, and a weak mark's peaks that lose to chance over
+ * the whole angle range often win among upright maps alone. */
 #include "vfy.h"
 
 #include <math.h>
@@ -185,6 +188,7 @@ typedef struct hyp {
     double logp, ang;
     int mirror;
     double score;
+    int upright; /* from the upright search: always handed on */
 } hyp;
 
 /* Predicted bin of template frequency k under (P, angle, mirror). */
@@ -214,8 +218,9 @@ static double score_at(const spec *s, const wm_sync *sy, const float *arr, doubl
 
 #define MAX_ANGLE (10.5 * M_PI / 180.0)
 #define TOPN      12
+#define TOPU      VFY_UPRIGHT
 
-static void keep_top(hyp *top, int *n, const hyp *h, double dl, double da)
+static void keep_top(hyp *top, int *n, int cap, const hyp *h, double dl, double da)
 {
     /* Non-maximum suppression: one entry per neighbourhood. */
     for (int i = 0; i < *n; i++) {
@@ -227,7 +232,7 @@ static void keep_top(hyp *top, int *n, const hyp *h, double dl, double da)
             return;
         }
     }
-    if (*n < TOPN) {
+    if (*n < cap) {
         top[(*n)++] = *h;
         return;
     }
@@ -325,8 +330,8 @@ ct_status vfy_sync_search(ct_ctx *ctx, const float *white, uint32_t w, uint32_t 
                           int *ncands)
 {
     spec s;
-    hyp top[TOPN];
-    int ntop = 0;
+    hyp top[TOPN + TOPU];
+    int ntop = 0, nup = 0;
     *ncands = 0;
     ct_status st = spec_make(ctx, white, w, h, &s);
     if (st != CT_OK) {
@@ -339,14 +344,26 @@ ct_status vfy_sync_search(ct_ctx *ctx, const float *white, uint32_t w, uint32_t 
         double step = P / (WM_SYNC_RMAX * big);
         for (int m = 0; m < 2; m++) {
             for (double a = -MAX_ANGLE; a <= MAX_ANGLE; a += step) {
-                hyp hh = {lp, a, m, score_at(&s, sync, s.mx, P, a, m, false)};
+                hyp hh = {lp, a, m, score_at(&s, sync, s.mx, P, a, m, false), 0};
                 if (ntop < TOPN || hh.score > top[ntop - 1].score - 1e9) {
-                    keep_top(top, &ntop, &hh, step, step);
+                    keep_top(top, &ntop, TOPN, &hh, step, step);
                 }
             }
         }
         lp -= step;
     }
+    /* Upright maps alone: a few hundred hypotheses instead of some 10^5,
+     * so their best faces far fewer chance peaks. */
+    for (double lp = log(pmax); lp >= log(pmin);) {
+        double P = exp(lp);
+        double step = P / (WM_SYNC_RMAX * big);
+        for (int m = 0; m < 2; m++) {
+            hyp hh = {lp, 0.0, m, score_at(&s, sync, s.mx, P, 0.0, m, false), 1};
+            keep_top(top + ntop, &nup, TOPU, &hh, step, step);
+        }
+        lp -= step;
+    }
+    ntop += nup;
     /* Refine on the unfiltered spectrum, then fit the map from the peaks. */
     for (int i = 0; i < ntop; i++) {
         double P = exp(top[i].logp);
@@ -372,9 +389,11 @@ ct_status vfy_sync_search(ct_ctx *ctx, const float *white, uint32_t w, uint32_t 
             double step = exp(top[i].logp) / (WM_SYNC_RMAX * big);
             if (top[i].mirror == top[j].mirror && fabs(top[i].logp - top[j].logp) < 2 * step &&
                 fabs(top[i].ang - top[j].ang) < 2 * step) {
+                int up = top[i].upright | top[j].upright;
                 if (top[j].score > top[i].score) {
                     top[i] = top[j];
                 }
+                top[i].upright = up;
                 top[j] = top[--ntop];
                 j--;
             }
@@ -390,13 +409,24 @@ ct_status vfy_sync_search(ct_ctx *ctx, const float *white, uint32_t w, uint32_t 
             }
         }
     }
-    for (int i = 0; i < ntop && *ncands < max; i++) {
-        vfy_geom *g = &cands[(*ncands)++];
-        double P = exp(top[i].logp);
-        if (!fit_map(&s, sync, P, top[i].ang, top[i].mirror, g->b)) {
-            map_from(P, top[i].ang, top[i].mirror, g->b);
+    /* The best `max` of the whole search, then the upright ones not among
+     * them. */
+    int ngot = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        for (int i = 0; i < ntop; i++) {
+            bool take = pass == 0 ? (!top[i].upright && ngot < max) : top[i].upright;
+            if (!take) {
+                continue;
+            }
+            ngot += pass == 0;
+            vfy_geom *g = &cands[(*ncands)++];
+            double P = exp(top[i].logp);
+            if (!fit_map(&s, sync, P, top[i].ang, top[i].mirror, g->b)) {
+                map_from(P, top[i].ang, top[i].mirror, g->b);
+            }
+            g->score = top[i].score;
+            g->upright = top[i].upright;
         }
-        g->score = top[i].score;
     }
     spec_free(&s);
     return CT_OK;

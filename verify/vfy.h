@@ -68,7 +68,11 @@ ct_status vfy_detect(ct_ctx *ctx, const vfy_input *in, const uint8_t sync_key[WM
 typedef struct vfy_geom {
     double b[2][2];
     double score; /* spectral score */
+    bool upright; /* an upright map: folded whatever its spectral score */
 } vfy_geom;
+
+/* Upright candidates vfy_sync_search adds after its `max` best. */
+#define VFY_UPRIGHT 4
 
 /* The map of an upright, unmirrored tile of `period` pixels (cell = B *
  * pixel): where the embedder put it, or a plain resize of that. */
@@ -94,7 +98,10 @@ ct_status vfy_whiten(ct_ctx *ctx, const float *img, const float *weight, uint32_
                      int mean_r, int var_r, float *out);
 
 /* Candidate geometries from the spectrum of a whitened image (w x h, NaN
- * where transparent), periods pmin..pmax pixels, best first; at most max. */
+ * where transparent), periods pmin..pmax pixels: the best `max` of the
+ * whole search, best first, then up to VFY_UPRIGHT from the search of
+ * upright maps alone (flagged upright) that were not among them. cands
+ * holds max + VFY_UPRIGHT. */
 ct_status vfy_sync_search(ct_ctx *ctx, const float *white, uint32_t w, uint32_t h,
                           const wm_sync *sync, double pmin, double pmax, vfy_geom *cands, int max,
                           int *ncands);
