@@ -738,7 +738,8 @@ ct_status vfy_detect(ct_ctx *ctx, const vfy_input *in, const uint8_t sync_key[WM
             goto done;
         }
         /* First-order check of the candidates whose spectral evidence is
-         * near the best: fold and correlate the sync. */
+         * near the best of their kind (upright maps against the best
+         * upright one): fold and correlate the sync. */
         double best_up = 0;
         for (int c = 0; c < ncand; c++) {
             best_up = g[c].upright && g[c].score > best_up ? g[c].score : best_up;
