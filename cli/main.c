@@ -482,6 +482,13 @@ static int open_ctx(cli *c)
     return 0;
 }
 
+/* open_ctx, then unlock: what every command that marks or verifies needs. */
+static int open_unlocked(cli *c)
+{
+    int rc = open_ctx(c);
+    return rc == 0 ? unlock(c) : rc;
+}
+
 /* ---- commands ------------------------------------------------------------- */
 
 
@@ -1004,10 +1011,7 @@ static int embed_batch(cli *c, const char *vendor, char **inputs, size_t n, cons
         rc = usage_error("embed ", "--codec, --crf, --bitrate and --preset are for video input");
         goto done;
     }
-    rc = open_ctx(c);
-    if (rc == 0) {
-        rc = unlock(c);
-    }
+    rc = open_unlocked(c);
     if (rc != 0) {
         goto done;
     }
@@ -1055,10 +1059,7 @@ static int embed_one(cli *c, const char *vendor, const char *input, const char *
     if (video_opt && kind != CT_MEDIA_VIDEO) {
         return usage_error("embed ", "--codec, --crf, --bitrate and --preset are for video input");
     }
-    int rc = open_ctx(c);
-    if (rc == 0) {
-        rc = unlock(c);
-    }
+    int rc = open_unlocked(c);
     if (rc != 0) {
         return rc;
     }
@@ -1486,10 +1487,7 @@ static int cmd_verify(cli *c, int argc, char **argv)
     if (optind >= argc) {
         return usage_error("verify ", "verify needs at least one FILE or DIR");
     }
-    int rc = open_ctx(c);
-    if (rc == 0) {
-        rc = unlock(c);
-    }
+    int rc = open_unlocked(c);
     if (rc != 0) {
         return rc;
     }

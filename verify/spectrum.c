@@ -330,7 +330,7 @@ ct_status vfy_sync_search(ct_ctx *ctx, const float *white, uint32_t w, uint32_t 
                           int *ncands)
 {
     spec s;
-    hyp top[TOPN + TOPU];
+    hyp top[TOPN + TOPU], upr[TOPU];
     int ntop = 0, nup = 0;
     *ncands = 0;
     ct_status st = spec_make(ctx, white, w, h, &s);
@@ -338,7 +338,9 @@ ct_status vfy_sync_search(ct_ctx *ctx, const float *white, uint32_t w, uint32_t 
         return st;
     }
     double big = (double)(s.W > s.H ? s.W : s.H);
-    /* The outermost peak moves about one bin per step. */
+    /* The outermost peak moves about one bin per step. The upright maps
+     * are also kept in a list of their own: a few hundred hypotheses
+     * instead of some 10^5, so their best faces far fewer chance peaks. */
     for (double lp = log(pmax); lp >= log(pmin);) {
         double P = exp(lp);
         double step = P / (WM_SYNC_RMAX * big);
@@ -349,20 +351,12 @@ ct_status vfy_sync_search(ct_ctx *ctx, const float *white, uint32_t w, uint32_t 
                     keep_top(top, &ntop, TOPN, &hh, step, step);
                 }
             }
+            hyp hu = {lp, 0.0, m, score_at(&s, sync, s.mx, P, 0.0, m, false), 1};
+            keep_top(upr, &nup, TOPU, &hu, step, step);
         }
         lp -= step;
     }
-    /* Upright maps alone: a few hundred hypotheses instead of some 10^5,
-     * so their best faces far fewer chance peaks. */
-    for (double lp = log(pmax); lp >= log(pmin);) {
-        double P = exp(lp);
-        double step = P / (WM_SYNC_RMAX * big);
-        for (int m = 0; m < 2; m++) {
-            hyp hh = {lp, 0.0, m, score_at(&s, sync, s.mx, P, 0.0, m, false), 1};
-            keep_top(top + ntop, &nup, TOPU, &hh, step, step);
-        }
-        lp -= step;
-    }
+    memcpy(top + ntop, upr, (size_t)nup * sizeof *upr);
     ntop += nup;
     /* Refine on the unfiltered spectrum, then fit the map from the peaks. */
     for (int i = 0; i < ntop; i++) {
