@@ -1014,7 +1014,9 @@ static void test_luma_speed(ct_ctx *ctx)
     CHECK_ST(med_add_luma(ctx, img, delta), CT_OK);
     double t2 = now_ms();
     printf("  1920x1080 RGBA: med_luma %.2f ms, med_add_luma %.2f ms\n", t1 - t0, t2 - t1);
-    CHECK(t1 - t0 < 200 && t2 - t1 < 200); /* generous: sanitizer builds are slow */
+    /* Catches a pass gone quadratic, not a slow machine: sanitizer builds on a
+     * loaded CI box run some 10x slower than this one (12 ms here). */
+    CHECK(t1 - t0 < 1000 && t2 - t1 < 1000);
     CHECK_ST(med_image_clone(ctx, img, &copy), CT_OK);
     CHECK(copy != NULL && same_pixels(img, copy) && same_meta(img, copy));
     med_image_free(copy);
