@@ -63,7 +63,7 @@ static ct_status planes_of(ct_ctx *ctx, const med_image *img, bool rooms, planes
         planes_free(p);
         return CT_ERR_NOMEM;
     }
-    ct_status st = med_luma(ctx, img, p->y, p->up, p->down, p->wt);
+    ct_status st = med_luma_mt(ctx, img, p->y, p->up, p->down, p->wt, ct_image_threads());
     if (st != CT_OK) {
         planes_free(p);
     }
@@ -335,6 +335,36 @@ static ct_status blind_check(ct_ctx *ctx, const wm_plane *wp, const float *delta
     return st;
 }
 
+/* What runs beside the decode: the input's hash. */
+typedef struct hash_task {
+    const char *path;
+    uint8_t sha[STO_HASH_BYTES];
+    int err;
+} hash_task;
+
+static void hash_run(void *arg)
+{
+    hash_task *t = arg;
+    t->err = ldg_sha256_path(t->path, false, t->sha);
+}
+
+/* What runs beside the encode: the quality of the realised change and the
+ * perceptual hash of the original, both read-only on planes the encoder
+ * does not touch. */
+typedef struct measure_task {
+    wm_plane wp;
+    const float *delta;
+    double psnr, ssim;
+    uint64_t phash;
+} measure_task;
+
+static void measure_run(void *arg)
+{
+    measure_task *t = arg;
+    wm_quality(&t->wp, t->delta, &t->psnr, &t->ssim);
+    t->phash = ldg_dhash(t->wp.y, t->wp.w, t->wp.h);
+}
+
 ct_status ct_embed_file(ct_ctx *ctx, const char *vendor, const char *input, const char *output,
                         const ct_embed_opts *opts, ct_embed_result *out)
 {
@@ -349,6 +379,9 @@ ct_status ct_embed_file(ct_ctx *ctx, const char *vendor, const char *input, cons
     uint32_t serial = 0;
     double strength = opts != NULL && opts->strength > 0 ? opts->strength : 1.0;
     med_write_opts wo = {opts != NULL ? opts->jpeg_quality : 0, ct_image_threads()};
+    ct_task hash_tk = {0}, meas_tk = {0};
+    hash_task hash_in = {0};
+    measure_task meas = {0};
 
     memset(out, 0, sizeof *out);
     out->strength = strength;
@@ -394,6 +427,8 @@ ct_status ct_embed_file(ct_ctx *ctx, const char *vendor, const char *input, cons
     if (st != CT_OK) {
         goto done;
     }
+    hash_in.path = input;
+    ct_task_start(&hash_tk, hash_run, &hash_in);
     /* oext was checked above: .png, .jpg or .jpeg. */
     const bool png_out = strcasecmp(oext, ".png") == 0;
     /* A JPEG that becomes a JPEG is marked in its own Y'CbCr: only Y
@@ -407,14 +442,6 @@ ct_status ct_embed_file(ct_ctx *ctx, const char *vendor, const char *input, cons
         goto done;
     }
     uint32_t w = med_width(img), h = med_height(img);
-    uint64_t ph = ldg_dhash(pl.y, w, h);
-    for (int i = 0; i < 8; i++) {
-        rec.phash[i] = (uint8_t)(ph >> (56 - 8 * i));
-    }
-    st = ldg_sha256_file(ctx, input, false, rec.input_sha256);
-    if (st != CT_OK) {
-        goto done;
-    }
     /* The serial the mark carries is claimed before marking; a crash
      * later only wastes it. */
     st = ldg_claim_serial(ctx, &serial);
@@ -441,17 +468,33 @@ ct_status ct_embed_file(ct_ctx *ctx, const char *vendor, const char *input, cons
     if (st != CT_OK) {
         goto done;
     }
-    /* Quality of what was written (delta now holds it), not of what was
-     * asked for. */
-    wm_quality(&wp, delta, &out->psnr, &out->ssim);
     st = blind_check(ctx, &wp, delta, sync_key, vkey, &v, serial, out);
     if (st != CT_OK) {
         goto done;
     }
+    /* Quality of what was written (delta now holds it), not of what was
+     * asked for; measured while the encoder runs, on the threads it
+     * leaves free. */
+    meas.wp = wp;
+    meas.wp.threads = wp.threads > 1 ? wp.threads - 1 : 1;
+    meas.delta = delta;
+    ct_task_start(&meas_tk, measure_run, &meas);
     st = med_write_file(ctx, img, tmp, &wo);
+    ct_task_join(&meas_tk);
     if (st != CT_OK) {
         goto done;
     }
+    out->psnr = meas.psnr;
+    out->ssim = meas.ssim;
+    for (int i = 0; i < 8; i++) {
+        rec.phash[i] = (uint8_t)(meas.phash >> (56 - 8 * i));
+    }
+    ct_task_join(&hash_tk);
+    st = ldg_sha256_status(ctx, input, hash_in.err);
+    if (st != CT_OK) {
+        goto done;
+    }
+    memcpy(rec.input_sha256, hash_in.sha, sizeof rec.input_sha256);
     /* No file without its record. The order makes every crash safe:
      *   1. the marked bytes reach disk under a hidden temporary name
      *      (.NAME.XXXXXX.ext: never an output);
@@ -482,6 +525,9 @@ ct_status ct_embed_file(ct_ctx *ctx, const char *vendor, const char *input, cons
         out->blind_z_needed = vfy_issued_z_min(out->record_id);
     }
 done:
+    /* Neither task may outlive what it reads. */
+    ct_task_join(&hash_tk);
+    ct_task_join(&meas_tk);
     if (tmp != NULL) {
         unlink(tmp);
         free(tmp);

@@ -323,6 +323,35 @@ void ct_parallel(unsigned nbands, unsigned threads, void (*fn)(void *arg, unsign
     }
 }
 
+static void *task_run(void *p)
+{
+    ct_task *t = p;
+    t->fn(t->arg);
+    return NULL;
+}
+
+void ct_task_start(ct_task *t, void (*fn)(void *arg), void *arg)
+{
+    t->fn = fn;
+    t->arg = arg;
+    t->pending = true;
+    t->started = ct_image_threads() > 1 && pthread_create(&t->th, NULL, task_run, t) == 0;
+}
+
+void ct_task_join(ct_task *t)
+{
+    if (!t->pending) {
+        return;
+    }
+    if (t->started) {
+        pthread_join(t->th, NULL);
+    } else {
+        t->fn(t->arg);
+    }
+    t->pending = false;
+    t->started = false;
+}
+
 unsigned ct_image_threads(void)
 {
     long n = sysconf(_SC_NPROCESSORS_ONLN);

@@ -3,6 +3,7 @@
 #ifndef CT_CORE_H
 #define CT_CORE_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -120,6 +121,20 @@ void ct_slot_set(ct_ctx *ctx, ct_slot s, void *p, void (*destroy)(void *));
  * caller. fn must not touch a shared ct_ctx. */
 void ct_parallel(unsigned nbands, unsigned threads, void (*fn)(void *arg, unsigned band),
                  void *arg);
+
+/* One function on a thread of its own while the caller goes on (work that
+ * would otherwise wait its turn: a hash beside a decode, a measurement
+ * beside an encode). ct_task_join waits for it; if no thread could start,
+ * the function runs inside ct_task_join instead (same result, no overlap).
+ * fn must not touch a shared ct_ctx. */
+typedef struct ct_task {
+    void (*fn)(void *arg);
+    void *arg;
+    pthread_t th;
+    bool started, pending;
+} ct_task;
+void ct_task_start(ct_task *t, void (*fn)(void *arg), void *arg);
+void ct_task_join(ct_task *t);
 
 /* Threads worth using for one image's per-pixel work: the online CPUs,
  * at most 4. */

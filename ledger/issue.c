@@ -124,18 +124,17 @@ void ldg_operator(char out[CT_OPERATOR_MAX])
     snprintf(out, CT_OPERATOR_MAX, "%.100s@%.150s", user, host);
 }
 
-ct_status ldg_sha256_file(ct_ctx *ctx, const char *path, bool sync, uint8_t out[STO_HASH_BYTES])
+int ldg_sha256_path(const char *path, bool sync, uint8_t out[STO_HASH_BYTES])
 {
     crypto_hash_sha256_state s;
     uint8_t buf[65536];
-    ct_status st = CT_OK;
+    int err = 0;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
-        return ct_fail(ctx, errno == ENOENT ? CT_ERR_NOT_FOUND : CT_ERR_IO, "%s: %s", path,
-                       strerror(errno));
+        return errno != 0 ? errno : EIO;
     }
     if (sync && fsync(fd) != 0) {
-        st = ct_fail(ctx, CT_ERR_IO, "%s: %s", path, strerror(errno));
+        err = errno != 0 ? errno : EIO;
         goto done;
     }
     crypto_hash_sha256_init(&s);
@@ -145,7 +144,7 @@ ct_status ldg_sha256_file(ct_ctx *ctx, const char *path, bool sync, uint8_t out[
             continue;
         }
         if (n < 0) {
-            st = ct_fail(ctx, CT_ERR_IO, "%s: %s", path, strerror(errno));
+            err = errno != 0 ? errno : EIO;
             goto done;
         }
         if (n == 0) {
@@ -156,7 +155,21 @@ ct_status ldg_sha256_file(ct_ctx *ctx, const char *path, bool sync, uint8_t out[
     crypto_hash_sha256_final(&s, out);
 done:
     close(fd);
-    return st;
+    return err;
+}
+
+ct_status ldg_sha256_status(ct_ctx *ctx, const char *path, int err)
+{
+    if (err == 0) {
+        return CT_OK;
+    }
+    return ct_fail(ctx, err == ENOENT ? CT_ERR_NOT_FOUND : CT_ERR_IO, "%s: %s", path,
+                   strerror(err));
+}
+
+ct_status ldg_sha256_file(ct_ctx *ctx, const char *path, bool sync, uint8_t out[STO_HASH_BYTES])
+{
+    return ldg_sha256_status(ctx, path, ldg_sha256_path(path, sync, out));
 }
 
 /* Sum of y over rows [y0, y1), columns [x0, x1): eight sums side by side,

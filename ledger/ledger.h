@@ -98,6 +98,10 @@ void ldg_operator(char out[CT_OPERATOR_MAX]);
 /* SHA-256 of a file's bytes. With sync, fsync it first (the output must be
  * on disk before its record is committed). */
 ct_status ldg_sha256_file(ct_ctx *ctx, const char *path, bool sync, uint8_t out[STO_HASH_BYTES]);
+/* The same without a context, for a thread of its own: 0 or an errno;
+ * ldg_sha256_status turns that into the status ldg_sha256_file returns. */
+int ldg_sha256_path(const char *path, bool sync, uint8_t out[STO_HASH_BYTES]);
+ct_status ldg_sha256_status(ct_ctx *ctx, const char *path, int err);
 
 /* 64-bit difference hash of a luma plane (w*h floats): the plane averaged
  * down to 9x8 cells, one bit per horizontal neighbour pair, row by row,

@@ -482,7 +482,7 @@ void med_libav_quiet(void)
  * and vectorises. T is uint8_t or uint16_t. */
 #define LUMA_BODY(T, ch, maxv, scale)                                                          \
     do {                                                                                       \
-        const T *p = img->pix;                                                                 \
+        const T *p = (const T *)src;                                                           \
         const bool color_ = (ch) >= 3;                                                         \
         const bool alpha_ = (ch) == 2 || (ch) == 4;                                            \
         for (size_t i = 0; i < n; i++, p += (ch)) {                                            \
@@ -513,32 +513,26 @@ void med_libav_quiet(void)
  * G = Y - 0.344136 Cb' - 0.714136 Cr', B = Y + 1.772 Cb', with
  * C' = C - 128), so the rooms are what the colour leaves before a channel
  * clips, from the chroma sample that covers the pixel. */
+/* Rows [r0, r1) of ycc luma; hi and lo hold w floats each. */
 CT_SIMD_CLONES
-static ct_status ycc_luma(ct_ctx *ctx, const med_image *img, float *y, float *room_up,
-                          float *room_down, float *weight)
+static void ycc_rows(const med_image *img, uint32_t r0, uint32_t r1, float *y, float *room_up,
+                     float *room_down, float *weight, float *restrict hi, float *restrict lo)
 {
     /* Chroma is at 1x1 and Y at 1 or 2 (ycc_sampling_ok): a pixel's chroma
      * sample is at (x >> sh, r >> sv). Each chroma row's reach is spread to
      * full width once, so the per-pixel loop runs straight (it vectorises). */
     const unsigned sh = img->jpeg_h[0] == 2 ? 1u : 0u, sv = img->jpeg_v[0] == 2 ? 1u : 0u;
     const size_t cw = img->plane_w[1], w = img->w;
-    float *hi = NULL;
-    if (room_up != NULL || room_down != NULL) {
-        hi = ct_mallocarray(ctx, w, 2 * sizeof *hi);
-        if (hi == NULL) {
-            return CT_ERR_NOMEM;
-        }
-    }
-    float *lo = hi != NULL ? hi + w : NULL;
+    const bool rooms = room_up != NULL || room_down != NULL;
     const uint8_t *pix = img->pix;
-    for (uint32_t r = 0; r < img->h; r++) {
+    for (uint32_t r = r0; r < r1; r++) {
         const uint8_t *yr = pix + (size_t)r * w;
         float *yo = y + (size_t)r * w;
         for (size_t x = 0; x < w; x++) {
             yo[x] = (float)yr[x];
         }
-        if (hi != NULL) {
-            if (r == 0 || (r >> sv) != ((r - 1) >> sv)) {
+        if (rooms) {
+            if (r == r0 || (r >> sv) != ((r - 1) >> sv)) {
                 const uint8_t *cb = img->plane[1] + (size_t)(r >> sv) * cw;
                 const uint8_t *cr = img->plane[2] + (size_t)(r >> sv) * img->plane_w[2];
                 for (size_t x = 0; x < w; x++) {
@@ -571,28 +565,43 @@ static ct_status ycc_luma(ct_ctx *ctx, const med_image *img, float *y, float *ro
             }
         }
     }
-    free(hi);
-    return CT_OK;
 }
 
-ct_status med_luma(ct_ctx *ctx, const med_image *img, float *y, float *room_up, float *room_down,
-                   float *weight)
-{
-    size_t n;
+/* Row bands of med_luma_mt: every pixel is computed on its own, so the
+ * planes are the same on any number of threads. */
+#define LUMA_BANDS 8u
 
-    if (img == NULL || y == NULL || img->pix == NULL) {
-        return ct_fail(ctx, CT_ERR_MISUSE, "med_luma: no image or output");
-    }
-    if (!ct_mul(&n, img->w, img->h)) {
-        return ct_fail(ctx, CT_ERR_LIMIT, "med_luma: image size overflows");
+typedef struct luma_job {
+    const med_image *img;
+    float *y, *up, *down, *wt;
+    float *scratch; /* ycc: 2 w floats per band */
+} luma_job;
+
+static void luma_band(void *arg, unsigned band)
+{
+    const luma_job *jb = arg;
+    const med_image *img = jb->img;
+    const uint32_t r0 = (uint32_t)((uint64_t)img->h * band / LUMA_BANDS);
+    const uint32_t r1 = (uint32_t)((uint64_t)img->h * (band + 1) / LUMA_BANDS);
+    if (r1 <= r0) {
+        return;
     }
     if (img->ycc) {
-        return ycc_luma(ctx, img, y, room_up, room_down, weight);
+        float *hi = jb->scratch != NULL ? jb->scratch + (size_t)band * 2 * img->w : NULL;
+        ycc_rows(img, r0, r1, jb->y, jb->up, jb->down, jb->wt, hi,
+                 hi != NULL ? hi + img->w : NULL);
+        return;
     }
+    const size_t off = (size_t)r0 * img->w, n = (size_t)(r1 - r0) * img->w;
+    const size_t ssz = (size_t)img->channels * (img->depth / 8u);
+    const uint8_t *src = (const uint8_t *)img->pix + off * ssz;
+    float *y = jb->y + off;
+    float *room_up = jb->up != NULL ? jb->up + off : NULL;
+    float *room_down = jb->down != NULL ? jb->down + off : NULL;
+    float *weight = jb->wt != NULL ? jb->wt + off : NULL;
     /* 16-bit samples are brought to 8-bit levels (1/257) so the mark's
      * strength means the same thing at both depths. */
-    const unsigned key = img->channels * 100u + img->depth;
-    switch (key) {
+    switch (img->channels * 100u + img->depth) {
     case 108:
         LUMA_BODY(uint8_t, 1, 255u, 1.0f);
         break;
@@ -614,13 +623,44 @@ ct_status med_luma(ct_ctx *ctx, const med_image *img, float *y, float *room_up, 
     case 316:
         LUMA_BODY(uint16_t, 3, 65535u, 1.0f / 257.0f);
         break;
-    case 416:
+    default:
         LUMA_BODY(uint16_t, 4, 65535u, 1.0f / 257.0f);
         break;
-    default:
+    }
+}
+
+ct_status med_luma(ct_ctx *ctx, const med_image *img, float *y, float *room_up, float *room_down,
+                   float *weight)
+{
+    return med_luma_mt(ctx, img, y, room_up, room_down, weight, 1);
+}
+
+ct_status med_luma_mt(ct_ctx *ctx, const med_image *img, float *y, float *room_up,
+                      float *room_down, float *weight, unsigned threads)
+{
+    size_t n;
+
+    if (img == NULL || y == NULL || img->pix == NULL) {
+        return ct_fail(ctx, CT_ERR_MISUSE, "med_luma: no image or output");
+    }
+    if (!ct_mul(&n, img->w, img->h)) {
+        return ct_fail(ctx, CT_ERR_LIMIT, "med_luma: image size overflows");
+    }
+    const unsigned key = img->channels * 100u + img->depth;
+    if (!img->ycc && !(key == 108 || key == 208 || key == 308 || key == 408 || key == 116 ||
+                       key == 216 || key == 316 || key == 416)) {
         return ct_fail(ctx, CT_ERR_MISUSE, "med_luma: %u channels at %u bits", img->channels,
                        img->depth);
     }
+    luma_job jb = {img, y, room_up, room_down, weight, NULL};
+    if (img->ycc && (room_up != NULL || room_down != NULL)) {
+        jb.scratch = ct_mallocarray(ctx, (size_t)LUMA_BANDS * 2, (size_t)img->w * sizeof(float));
+        if (jb.scratch == NULL) {
+            return CT_ERR_NOMEM;
+        }
+    }
+    ct_parallel(LUMA_BANDS, threads, luma_band, &jb);
+    free(jb.scratch);
     return CT_OK;
 }
 
@@ -811,6 +851,111 @@ static inline __attribute__((always_inline)) void realize8(uint8_t *restrict pix
     }
 }
 
+/* One pixel of one-channel Floyd-Steinberg with the row's error state in
+ * registers: `carry` (7/16 of the last error, for the pixel to the right)
+ * and the two contributions to the row below still being summed (n0 for
+ * x - 1 + 1 = x, n1 for x + 1), stored once complete. The sums are formed
+ * in the same order as realize_px forms them in memory, so the pixels and
+ * delta are the same to the bit; only the store-to-load chain is gone. */
+static inline __attribute__((always_inline)) void gray_px(uint8_t *restrict p,
+                                                          float *restrict dl,
+                                                          const float *restrict ein,
+                                                          float *restrict eout, long x,
+                                                          float *carry, float *n0, float *n1)
+{
+    float want = *dl + (ein[x] + *carry);
+    float wc = want > 512.0f ? 512.0f : (want < -512.0f ? -512.0f : want);
+    wc = wc == wc ? wc : 0.0f;
+    int q = (int)((wc + 0x1.8p23f) - 0x1.8p23f);
+    int nv = clamp_i(*p + q, 0, 255);
+    float got = (float)(nv - *p);
+    *p = (uint8_t)nv;
+    *dl = got;
+    float e = want - got;
+    e = e > 1.0f ? 1.0f : (e < -1.0f ? -1.0f : e);
+    *carry = e * (7.0f / 16);
+    eout[x - 1] = *n0 + e * (3.0f / 16);
+    *n0 = *n1 + e * (5.0f / 16);
+    *n1 = e * (1.0f / 16);
+}
+
+/* Rows in flight for realize_gray: with the chain in registers, more rows
+ * fit side by side. */
+#define RBG 8
+
+/* RBG rows side by side, x from t0 to t1 - 1 of the skewed sweep (row r at
+ * x = t - 2 r); lo and hi bound x. The row loop has a constant count, so
+ * the compiler unrolls it and keeps every row's state in registers. */
+static inline __attribute__((always_inline)) void gray_sweep(
+    uint8_t *restrict pix, uint32_t w, float *restrict delta, float *restrict err, long t0,
+    long t1, bool bounded, float *carry, float *n0, float *n1)
+{
+    const size_t ew = (size_t)w + 2;
+    float c[RBG], a0[RBG], a1[RBG];
+    for (int r = 0; r < RBG; r++) {
+        c[r] = carry[r];
+        a0[r] = n0[r];
+        a1[r] = n1[r];
+    }
+    for (long t = t0; t < t1; t++) {
+#pragma GCC unroll 16
+        for (int r = 0; r < RBG; r++) {
+            long x = t - 2L * r;
+            if (bounded && (x < 0 || x >= (long)w)) {
+                continue;
+            }
+            size_t i = (size_t)r * w + (size_t)x;
+            gray_px(pix + i, delta + i, err + (size_t)r * ew + 1, err + (size_t)(r + 1) * ew + 1,
+                    x, &c[r], &a0[r], &a1[r]);
+            if (bounded && x == (long)w - 1) {
+                err[(size_t)(r + 1) * ew + 1 + (size_t)x] = a0[r];
+            }
+        }
+    }
+    for (int r = 0; r < RBG; r++) {
+        carry[r] = c[r];
+        n0[r] = a0[r];
+        n1[r] = a1[r];
+    }
+}
+
+static void realize_gray(uint8_t *restrict pix, uint32_t w, uint32_t h, float *restrict delta,
+                         float *restrict err)
+{
+    const size_t ew = (size_t)w + 2;
+    for (uint32_t y0 = 0; y0 < h; y0 += RBG) {
+        const uint32_t nr = h - y0 < RBG ? h - y0 : RBG;
+        float carry[RBG] = {0}, n0[RBG] = {0}, n1[RBG] = {0};
+        uint8_t *p = pix + (size_t)y0 * w;
+        float *d = delta + (size_t)y0 * w;
+        const long steps = (long)w + 2L * (nr - 1);
+        if (nr == RBG && (long)w > 2L * RBG) {
+            /* Ramp in, the span where every row is inside, ramp out. */
+            const long in0 = 2L * (RBG - 1), in1 = (long)w - 1;
+            gray_sweep(p, w, d, err, 0, in0, true, carry, n0, n1);
+            gray_sweep(p, w, d, err, in0, in1, false, carry, n0, n1);
+            gray_sweep(p, w, d, err, in1, steps, true, carry, n0, n1);
+        } else {
+            for (long t = 0; t < steps; t++) {
+                for (uint32_t r = 0; r < nr; r++) {
+                    long x = t - 2L * r;
+                    if (x < 0 || x >= (long)w) {
+                        continue;
+                    }
+                    size_t i = (size_t)r * w + (size_t)x;
+                    gray_px(p + i, d + i, err + r * ew + 1, err + (r + 1) * ew + 1, x, &carry[r],
+                            &n0[r], &n1[r]);
+                    if (x == (long)w - 1) {
+                        err[(r + 1) * ew + 1 + (size_t)x] = n0[r];
+                    }
+                }
+            }
+        }
+        memmove(err, err + nr * ew, ew * sizeof *err);
+        memset(err + ew, 0, RBG * ew * sizeof *err);
+    }
+}
+
 typedef struct realize_job {
     med_image *img;
     float *delta;
@@ -835,7 +980,7 @@ static void realize_band(void *arg, unsigned band)
     const uint32_t w = img->w, h = r1 - r0;
     switch (jb->key) {
     case 2:
-        realize8(p, w, h, d, e, 1, false);
+        realize_gray(p, w, h, d, e);
         break;
     case 4:
         realize8(p, w, h, d, e, 2, false);
@@ -888,7 +1033,7 @@ ct_status med_realize_luma(ct_ctx *ctx, med_image *img, float *delta, bool split
     }
     /* Row bands (MED_BANDS, fixed) each diffuse their own error from
      * zero, so the result is the same on any number of threads. */
-    const size_t ew = (RB + 1) * ((size_t)img->w + 2);
+    const size_t ew = ((RB > RBG ? RB : RBG) + 1) * ((size_t)img->w + 2);
     err = ct_calloc(ctx, MED_BANDS * ew, sizeof *err);
     if (err == NULL) {
         return CT_ERR_NOMEM;

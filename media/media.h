@@ -68,6 +68,9 @@ med_kind med_image_kind(const med_image *img);
  * Any of the out pointers except y may be NULL. */
 ct_status med_luma(ct_ctx *ctx, const med_image *img, float *y, float *room_up, float *room_down,
                    float *weight);
+/* The same on up to `threads` threads (same planes, to the bit). */
+ct_status med_luma_mt(ct_ctx *ctx, const med_image *img, float *y, float *room_up,
+                      float *room_down, float *weight, unsigned threads);
 
 /* Add delta[i] (8-bit luma levels) to every colour channel of pixel i,
  * clipping to the channel range; alpha is never touched. 8-bit images

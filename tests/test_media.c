@@ -992,6 +992,130 @@ static void test_luma(ct_ctx *ctx)
     CHECK_ST(med_image_new(ctx, 0, 1, 3, 8, &img), CT_ERR_FORMAT);
 }
 
+/* The dither of a gray image against the plain scan it is defined as:
+ * Floyd-Steinberg row by row in each of 4 row bands (each from zero
+ * error), nearest level ties to even, the carried error bounded to one
+ * level, every error sum formed in scan order. The library keeps rows in
+ * flight and their error in registers; the pixels and the realised delta
+ * must still be the same to the bit, on 1 thread and on 4. */
+static void ref_dither_gray(uint8_t *pix, uint32_t w, uint32_t h, float *delta)
+{
+    float *ea = calloc((size_t)w + 2, sizeof *ea), *eb = calloc((size_t)w + 2, sizeof *eb);
+    if (ea == NULL || eb == NULL) {
+        CHECK(!"out of memory");
+        free(ea);
+        free(eb);
+        return;
+    }
+    for (unsigned band = 0; band < 4; band++) {
+        uint32_t r0 = (uint32_t)((uint64_t)h * band / 4), r1 = (uint32_t)((uint64_t)h * (band + 1) / 4);
+        memset(ea, 0, ((size_t)w + 2) * sizeof *ea);
+        memset(eb, 0, ((size_t)w + 2) * sizeof *eb);
+        for (uint32_t y = r0; y < r1; y++) {
+            float *cur = ea + 1, *next = eb + 1;
+            for (uint32_t x = 0; x < w; x++) {
+                size_t i = (size_t)y * w + x;
+                float want = delta[i] + cur[x];
+                float wc = want > 512.0f ? 512.0f : (want < -512.0f ? -512.0f : want);
+                int q = (int)nearbyintf(wc);
+                int nv = (int)pix[i] + q;
+                nv = nv < 0 ? 0 : (nv > 255 ? 255 : nv);
+                float got = (float)(nv - (int)pix[i]);
+                pix[i] = (uint8_t)nv;
+                delta[i] = got;
+                float e = want - got;
+                e = e > 1.0f ? 1.0f : (e < -1.0f ? -1.0f : e);
+                cur[x + 1] += e * (7.0f / 16);
+                next[(long)x - 1] += e * (3.0f / 16);
+                next[x] += e * (5.0f / 16);
+                next[x + 1] += e * (1.0f / 16);
+            }
+            float *t = ea;
+            ea = eb;
+            eb = t;
+            memset(eb, 0, ((size_t)w + 2) * sizeof *eb);
+        }
+    }
+    free(ea);
+    free(eb);
+}
+
+static void test_dither_gray(ct_ctx *ctx)
+{
+    static const uint32_t dims[][2] = {{1, 1}, {2, 9}, {15, 9}, {16, 16}, {17, 33},
+                                       {33, 17}, {300, 7}, {5, 300}, {641, 479}};
+    uint32_t seed = 12345;
+    for (size_t k = 0; k < sizeof dims / sizeof dims[0]; k++) {
+        uint32_t w = dims[k][0], h = dims[k][1];
+        size_t n = (size_t)w * h;
+        med_image *a = NULL, *b = NULL;
+        float *da = malloc(n * sizeof *da), *db = malloc(n * sizeof *db);
+        float *dr = malloc(n * sizeof *dr);
+        uint8_t *ref = malloc(n);
+        CHECK_ST(med_image_new(ctx, w, h, 1, 8, &a), CT_OK);
+        if (a == NULL || da == NULL || db == NULL || dr == NULL || ref == NULL) {
+            CHECK(!"out of memory");
+            goto next;
+        }
+        uint8_t *p = med_pixels_mut(a);
+        for (size_t i = 0; i < n; i++) {
+            seed = seed * 1664525u + 1013904223u;
+            /* levels at and near both ends, so the clipping paths run */
+            p[i] = (uint8_t)(i % 11 == 0 ? 0 : (i % 13 == 0 ? 255 : (seed >> 24)));
+            seed = seed * 1664525u + 1013904223u;
+            float d = ((float)(seed >> 8) / 16777216.0f - 0.5f) * 3.0f;
+            da[i] = db[i] = dr[i] = i % 29 == 0 ? d * 50.0f : d;
+        }
+        CHECK_ST(med_image_clone(ctx, a, &b), CT_OK);
+        if (b == NULL) {
+            goto next;
+        }
+        memcpy(ref, p, n);
+        ref_dither_gray(ref, w, h, dr);
+        CHECK_ST(med_realize_luma(ctx, a, da, false, 1), CT_OK);
+        CHECK_ST(med_realize_luma(ctx, b, db, false, 4), CT_OK);
+        CHECK(memcmp(med_pixels(a), ref, n) == 0);
+        CHECK(memcmp(med_pixels(b), ref, n) == 0);
+        CHECK(memcmp(da, dr, n * sizeof *da) == 0);
+        CHECK(memcmp(db, dr, n * sizeof *db) == 0);
+    next:
+        med_image_free(a);
+        med_image_free(b);
+        free(da);
+        free(db);
+        free(dr);
+        free(ref);
+    }
+}
+
+/* med_luma_mt: the same planes on any number of threads. */
+static void test_luma_threads(ct_ctx *ctx)
+{
+    static const char *files[] = {"images/bg_dune_q90_420_icc_1920x1080.jpg",
+                                  "images/cel_kid_rgba_1920x1080.png",
+                                  "images/bg_garden_16bit_1920x1080.png"};
+    for (size_t k = 0; k < sizeof files / sizeof files[0]; k++) {
+        med_image *img = NULL;
+        CHECK_ST(med_read_file_as(ctx, tu_sample(files[k]), k == 0 ? MED_READ_YCC : 0, &img),
+                 CT_OK);
+        if (img == NULL) {
+            continue;
+        }
+        size_t n = (size_t)med_width(img) * med_height(img);
+        float *p1 = malloc(4 * n * sizeof *p1), *p4 = malloc(4 * n * sizeof *p4);
+        if (p1 != NULL && p4 != NULL) {
+            CHECK_ST(med_luma(ctx, img, p1, p1 + n, p1 + 2 * n, p1 + 3 * n), CT_OK);
+            CHECK_ST(med_luma_mt(ctx, img, p4, p4 + n, p4 + 2 * n, p4 + 3 * n, 4), CT_OK);
+            CHECK(memcmp(p1, p4, 4 * n * sizeof *p1) == 0);
+        } else {
+            CHECK(!"out of memory");
+        }
+        free(p1);
+        free(p4);
+        med_image_free(img);
+    }
+}
+
 static void test_luma_speed(ct_ctx *ctx)
 {
     med_image *img = NULL;
@@ -1078,6 +1202,8 @@ int main(void)
     test_limit(ctx);
     test_hostile(ctx);
     test_luma(ctx);
+    test_dither_gray(ctx);
+    test_luma_threads(ctx);
     test_luma_speed(ctx);
     test_alloc_failures(ctx);
     ct_ctx_free(ctx);
