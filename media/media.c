@@ -879,11 +879,7 @@ static inline __attribute__((always_inline)) void gray_px(uint8_t *restrict p,
     *n1 = e * (1.0f / 16);
 }
 
-/* Rows in flight for realize_gray: with the chain in registers, more rows
- * fit side by side. */
-#define RBG 8
-
-/* RBG rows side by side, x from t0 to t1 - 1 of the skewed sweep (row r at
+/* RB rows side by side, x from t0 to t1 - 1 of the skewed sweep (row r at
  * x = t - 2 r); lo and hi bound x. The row loop has a constant count, so
  * the compiler unrolls it and keeps every row's state in registers. */
 static inline __attribute__((always_inline)) void gray_sweep(
@@ -891,15 +887,15 @@ static inline __attribute__((always_inline)) void gray_sweep(
     long t1, bool bounded, float *carry, float *n0, float *n1)
 {
     const size_t ew = (size_t)w + 2;
-    float c[RBG], a0[RBG], a1[RBG];
-    for (int r = 0; r < RBG; r++) {
+    float c[RB], a0[RB], a1[RB];
+    for (int r = 0; r < RB; r++) {
         c[r] = carry[r];
         a0[r] = n0[r];
         a1[r] = n1[r];
     }
     for (long t = t0; t < t1; t++) {
 #pragma GCC unroll 16
-        for (int r = 0; r < RBG; r++) {
+        for (int r = 0; r < RB; r++) {
             long x = t - 2L * r;
             if (bounded && (x < 0 || x >= (long)w)) {
                 continue;
@@ -912,7 +908,7 @@ static inline __attribute__((always_inline)) void gray_sweep(
             }
         }
     }
-    for (int r = 0; r < RBG; r++) {
+    for (int r = 0; r < RB; r++) {
         carry[r] = c[r];
         n0[r] = a0[r];
         n1[r] = a1[r];
@@ -923,15 +919,15 @@ static void realize_gray(uint8_t *restrict pix, uint32_t w, uint32_t h, float *r
                          float *restrict err)
 {
     const size_t ew = (size_t)w + 2;
-    for (uint32_t y0 = 0; y0 < h; y0 += RBG) {
-        const uint32_t nr = h - y0 < RBG ? h - y0 : RBG;
-        float carry[RBG] = {0}, n0[RBG] = {0}, n1[RBG] = {0};
+    for (uint32_t y0 = 0; y0 < h; y0 += RB) {
+        const uint32_t nr = h - y0 < RB ? h - y0 : RB;
+        float carry[RB] = {0}, n0[RB] = {0}, n1[RB] = {0};
         uint8_t *p = pix + (size_t)y0 * w;
         float *d = delta + (size_t)y0 * w;
         const long steps = (long)w + 2L * (nr - 1);
-        if (nr == RBG && (long)w > 2L * RBG) {
+        if (nr == RB && (long)w > 2L * RB) {
             /* Ramp in, the span where every row is inside, ramp out. */
-            const long in0 = 2L * (RBG - 1), in1 = (long)w - 1;
+            const long in0 = 2L * (RB - 1), in1 = (long)w - 1;
             gray_sweep(p, w, d, err, 0, in0, true, carry, n0, n1);
             gray_sweep(p, w, d, err, in0, in1, false, carry, n0, n1);
             gray_sweep(p, w, d, err, in1, steps, true, carry, n0, n1);
@@ -952,7 +948,7 @@ static void realize_gray(uint8_t *restrict pix, uint32_t w, uint32_t h, float *r
             }
         }
         memmove(err, err + nr * ew, ew * sizeof *err);
-        memset(err + ew, 0, RBG * ew * sizeof *err);
+        memset(err + ew, 0, RB * ew * sizeof *err);
     }
 }
 
@@ -1033,7 +1029,7 @@ ct_status med_realize_luma(ct_ctx *ctx, med_image *img, float *delta, bool split
     }
     /* Row bands (MED_BANDS, fixed) each diffuse their own error from
      * zero, so the result is the same on any number of threads. */
-    const size_t ew = ((RB > RBG ? RB : RBG) + 1) * ((size_t)img->w + 2);
+    const size_t ew = (RB + 1) * ((size_t)img->w + 2);
     err = ct_calloc(ctx, MED_BANDS * ew, sizeof *err);
     if (err == NULL) {
         return CT_ERR_NOMEM;
