@@ -340,12 +340,13 @@ typedef struct hash_task {
     const char *path;
     uint8_t sha[STO_HASH_BYTES];
     int err;
+    atomic_bool stop; /* set when the embed fails: no wait on a huge input */
 } hash_task;
 
 static void hash_run(void *arg)
 {
     hash_task *t = arg;
-    t->err = ldg_sha256_path(t->path, false, t->sha);
+    t->err = ldg_sha256_path(t->path, false, &t->stop, t->sha);
 }
 
 /* What runs beside the encode: the quality of the realised change and the
@@ -382,6 +383,7 @@ ct_status ct_embed_file(ct_ctx *ctx, const char *vendor, const char *input, cons
     ct_task hash_tk = {0}, meas_tk = {0};
     hash_task hash_in = {0};
     measure_task meas = {0};
+    atomic_init(&hash_in.stop, false);
 
     memset(out, 0, sizeof *out);
     out->strength = strength;
@@ -526,6 +528,9 @@ ct_status ct_embed_file(ct_ctx *ctx, const char *vendor, const char *input, cons
     }
 done:
     /* Neither task may outlive what it reads. */
+    if (st != CT_OK) {
+        atomic_store(&hash_in.stop, true);
+    }
     ct_task_join(&hash_tk);
     ct_task_join(&meas_tk);
     if (tmp != NULL) {

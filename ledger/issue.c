@@ -124,7 +124,8 @@ void ldg_operator(char out[CT_OPERATOR_MAX])
     snprintf(out, CT_OPERATOR_MAX, "%.100s@%.150s", user, host);
 }
 
-int ldg_sha256_path(const char *path, bool sync, uint8_t out[STO_HASH_BYTES])
+int ldg_sha256_path(const char *path, bool sync, const atomic_bool *stop,
+                    uint8_t out[STO_HASH_BYTES])
 {
     crypto_hash_sha256_state s;
     uint8_t buf[65536];
@@ -139,6 +140,10 @@ int ldg_sha256_path(const char *path, bool sync, uint8_t out[STO_HASH_BYTES])
     }
     crypto_hash_sha256_init(&s);
     for (;;) {
+        if (stop != NULL && atomic_load(stop)) {
+            err = ECANCELED;
+            goto done;
+        }
         ssize_t n = read(fd, buf, sizeof buf);
         if (n < 0 && errno == EINTR) {
             continue;
@@ -169,7 +174,7 @@ ct_status ldg_sha256_status(ct_ctx *ctx, const char *path, int err)
 
 ct_status ldg_sha256_file(ct_ctx *ctx, const char *path, bool sync, uint8_t out[STO_HASH_BYTES])
 {
-    return ldg_sha256_status(ctx, path, ldg_sha256_path(path, sync, out));
+    return ldg_sha256_status(ctx, path, ldg_sha256_path(path, sync, NULL, out));
 }
 
 /* Sum of y over rows [y0, y1), columns [x0, x1): eight sums side by side,

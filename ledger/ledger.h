@@ -19,6 +19,7 @@
 #ifndef CT_LEDGER_H
 #define CT_LEDGER_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -99,8 +100,12 @@ void ldg_operator(char out[CT_OPERATOR_MAX]);
  * on disk before its record is committed). */
 ct_status ldg_sha256_file(ct_ctx *ctx, const char *path, bool sync, uint8_t out[STO_HASH_BYTES]);
 /* The same without a context, for a thread of its own: 0 or an errno;
- * ldg_sha256_status turns that into the status ldg_sha256_file returns. */
-int ldg_sha256_path(const char *path, bool sync, uint8_t out[STO_HASH_BYTES]);
+ * ldg_sha256_status turns that into the status ldg_sha256_file returns.
+ * If stop (may be NULL) becomes true the hash gives up between reads and
+ * returns ECANCELED: its caller has failed and must not wait on a large
+ * file. */
+int ldg_sha256_path(const char *path, bool sync, const atomic_bool *stop,
+                    uint8_t out[STO_HASH_BYTES]);
 ct_status ldg_sha256_status(ct_ctx *ctx, const char *path, int err);
 
 /* 64-bit difference hash of a luma plane (w*h floats): the plane averaged
