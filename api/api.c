@@ -430,7 +430,7 @@ ct_status ct_embed_file(ct_ctx *ctx, const char *vendor, const char *input, cons
         goto done;
     }
     hash_in.path = input;
-    ct_task_start(&hash_tk, hash_run, &hash_in);
+    ct_task_start(&hash_tk, ct_image_threads(), hash_run, &hash_in);
     /* oext was checked above: .png, .jpg or .jpeg. */
     const bool png_out = strcasecmp(oext, ".png") == 0;
     /* A JPEG that becomes a JPEG is marked in its own Y'CbCr: only Y
@@ -480,7 +480,7 @@ ct_status ct_embed_file(ct_ctx *ctx, const char *vendor, const char *input, cons
     meas.wp = wp;
     meas.wp.threads = wp.threads > 1 ? wp.threads - 1 : 1;
     meas.delta = delta;
-    ct_task_start(&meas_tk, measure_run, &meas);
+    ct_task_start(&meas_tk, wp.threads, measure_run, &meas);
     st = med_write_file(ctx, img, tmp, &wo);
     ct_task_join(&meas_tk);
     if (st != CT_OK) {

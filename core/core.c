@@ -330,12 +330,12 @@ static void *task_run(void *p)
     return NULL;
 }
 
-void ct_task_start(ct_task *t, void (*fn)(void *arg), void *arg)
+void ct_task_start(ct_task *t, unsigned threads, void (*fn)(void *arg), void *arg)
 {
     t->fn = fn;
     t->arg = arg;
     t->pending = true;
-    t->started = ct_image_threads() > 1 && pthread_create(&t->th, NULL, task_run, t) == 0;
+    t->started = threads > 1 && pthread_create(&t->th, NULL, task_run, t) == 0;
 }
 
 void ct_task_join(ct_task *t)

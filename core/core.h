@@ -124,16 +124,16 @@ void ct_parallel(unsigned nbands, unsigned threads, void (*fn)(void *arg, unsign
 
 /* One function on a thread of its own while the caller goes on (work that
  * would otherwise wait its turn: a hash beside a decode, a measurement
- * beside an encode). ct_task_join waits for it; if no thread could start,
- * the function runs inside ct_task_join instead (same result, no overlap).
- * fn must not touch a shared ct_ctx. */
+ * beside an encode). ct_task_join waits for it. With threads 0 or 1 (one
+ * core), or if no thread can start, the function runs inside ct_task_join
+ * instead: same result, no overlap. fn must not touch a shared ct_ctx. */
 typedef struct ct_task {
     void (*fn)(void *arg);
     void *arg;
     pthread_t th;
     bool started, pending;
 } ct_task;
-void ct_task_start(ct_task *t, void (*fn)(void *arg), void *arg);
+void ct_task_start(ct_task *t, unsigned threads, void (*fn)(void *arg), void *arg);
 void ct_task_join(ct_task *t);
 
 /* Threads worth using for one image's per-pixel work: the online CPUs,

@@ -1116,6 +1116,43 @@ static void test_luma_threads(ct_ctx *ctx)
     }
 }
 
+/* ct_task: on a thread of its own, or (threads 1) inside the join; either
+ * way the function has run exactly once when ct_task_join returns, and a
+ * second join, or a join of a task never started, does nothing. */
+typedef struct task_probe {
+    int runs;
+    pthread_t who;
+} task_probe;
+
+static void task_fn(void *arg)
+{
+    task_probe *p = arg;
+    p->runs++;
+    p->who = pthread_self();
+}
+
+static void test_task(void)
+{
+    for (unsigned threads = 0; threads <= 2; threads++) {
+        ct_task t = {0};
+        task_probe p = {0, pthread_self()};
+        ct_task_start(&t, threads, task_fn, &p);
+        const bool own_thread = t.started;
+        CHECK(threads > 1 || !own_thread);
+        if (!own_thread) {
+            CHECK(p.runs == 0); /* deferred to the join */
+        }
+        ct_task_join(&t);
+        CHECK(p.runs == 1);
+        CHECK(own_thread != (bool)pthread_equal(p.who, pthread_self()));
+        ct_task_join(&t);
+        CHECK(p.runs == 1);
+    }
+    ct_task never = {0};
+    ct_task_join(&never);
+    CHECK(!never.pending);
+}
+
 static void test_luma_speed(ct_ctx *ctx)
 {
     med_image *img = NULL;
@@ -1204,6 +1241,7 @@ int main(void)
     test_luma(ctx);
     test_dither_gray(ctx);
     test_luma_threads(ctx);
+    test_task();
     test_luma_speed(ctx);
     test_alloc_failures(ctx);
     ct_ctx_free(ctx);
