@@ -512,8 +512,8 @@ void med_libav_quiet(void)
  * R, G and B as a decoder computes them (JFIF: R = Y + 1.402 Cr',
  * G = Y - 0.344136 Cb' - 0.714136 Cr', B = Y + 1.772 Cb', with
  * C' = C - 128), so the rooms are what the colour leaves before a channel
- * clips, from the chroma sample that covers the pixel. */
-/* Rows [r0, r1) of ycc luma; hi and lo hold w floats each. */
+ * clips, from the chroma sample that covers the pixel. These are rows
+ * [r0, r1) of it; hi and lo are scratch of w floats each. */
 CT_SIMD_CLONES
 static void ycc_rows(const med_image *img, uint32_t r0, uint32_t r1, float *y, float *room_up,
                      float *room_down, float *weight, float *restrict hi, float *restrict lo)
@@ -854,7 +854,8 @@ static inline __attribute__((always_inline)) void realize8(uint8_t *restrict pix
 /* One pixel of one-channel Floyd-Steinberg with the row's error state in
  * registers: `carry` (7/16 of the last error, for the pixel to the right)
  * and the two contributions to the row below still being summed (n0 for
- * x - 1 + 1 = x, n1 for x + 1), stored once complete. The sums are formed
+ * the pixel below this one, n1 for the one after it), each stored once
+ * complete. The sums are formed
  * in the same order as realize_px forms them in memory, so the pixels and
  * delta are the same to the bit; only the store-to-load chain is gone. */
 static inline __attribute__((always_inline)) void gray_px(uint8_t *restrict p,
@@ -879,23 +880,24 @@ static inline __attribute__((always_inline)) void gray_px(uint8_t *restrict p,
     *n1 = e * (1.0f / 16);
 }
 
-/* RB rows side by side, x from t0 to t1 - 1 of the skewed sweep (row r at
- * x = t - 2 r); lo and hi bound x. The row loop has a constant count, so
- * the compiler unrolls it and keeps every row's state in registers. */
+/* nr rows side by side, steps t0 to t1 - 1 of the skewed sweep (row r at
+ * x = t - 2 r); `bounded` skips the x outside the row. Called with nr = RB
+ * the row loop has a constant count, so the compiler unrolls it and keeps
+ * every row's state in registers. */
 static inline __attribute__((always_inline)) void gray_sweep(
     uint8_t *restrict pix, uint32_t w, float *restrict delta, float *restrict err, long t0,
-    long t1, bool bounded, float *carry, float *n0, float *n1)
+    long t1, bool bounded, uint32_t nr, float *carry, float *n0, float *n1)
 {
     const size_t ew = (size_t)w + 2;
     float c[RB], a0[RB], a1[RB];
-    for (int r = 0; r < RB; r++) {
+    for (uint32_t r = 0; r < nr; r++) {
         c[r] = carry[r];
         a0[r] = n0[r];
         a1[r] = n1[r];
     }
     for (long t = t0; t < t1; t++) {
 #pragma GCC unroll 16
-        for (int r = 0; r < RB; r++) {
+        for (uint32_t r = 0; r < nr; r++) {
             long x = t - 2L * r;
             if (bounded && (x < 0 || x >= (long)w)) {
                 continue;
@@ -908,7 +910,7 @@ static inline __attribute__((always_inline)) void gray_sweep(
             }
         }
     }
-    for (int r = 0; r < RB; r++) {
+    for (uint32_t r = 0; r < nr; r++) {
         carry[r] = c[r];
         n0[r] = a0[r];
         n1[r] = a1[r];
@@ -928,24 +930,12 @@ static void realize_gray(uint8_t *restrict pix, uint32_t w, uint32_t h, float *r
         if (nr == RB && (long)w > 2L * RB) {
             /* Ramp in, the span where every row is inside, ramp out. */
             const long in0 = 2L * (RB - 1), in1 = (long)w - 1;
-            gray_sweep(p, w, d, err, 0, in0, true, carry, n0, n1);
-            gray_sweep(p, w, d, err, in0, in1, false, carry, n0, n1);
-            gray_sweep(p, w, d, err, in1, steps, true, carry, n0, n1);
+            gray_sweep(p, w, d, err, 0, in0, true, RB, carry, n0, n1);
+            gray_sweep(p, w, d, err, in0, in1, false, RB, carry, n0, n1);
+            gray_sweep(p, w, d, err, in1, steps, true, RB, carry, n0, n1);
         } else {
-            for (long t = 0; t < steps; t++) {
-                for (uint32_t r = 0; r < nr; r++) {
-                    long x = t - 2L * r;
-                    if (x < 0 || x >= (long)w) {
-                        continue;
-                    }
-                    size_t i = (size_t)r * w + (size_t)x;
-                    gray_px(p + i, d + i, err + r * ew + 1, err + (r + 1) * ew + 1, x, &carry[r],
-                            &n0[r], &n1[r]);
-                    if (x == (long)w - 1) {
-                        err[(r + 1) * ew + 1 + (size_t)x] = n0[r];
-                    }
-                }
-            }
+            /* The band's last rows, or an image too narrow to fill the skew. */
+            gray_sweep(p, w, d, err, 0, steps, true, nr, carry, n0, n1);
         }
         memmove(err, err + nr * ew, ew * sizeof *err);
         memset(err + ew, 0, RB * ew * sizeof *err);
