@@ -434,8 +434,12 @@ ct_status ct_embed_file(ct_ctx *ctx, const char *vendor, const char *input, cons
     /* oext was checked above: .png, .jpg or .jpeg. */
     const bool png_out = strcasecmp(oext, ".png") == 0;
     /* A JPEG that becomes a JPEG is marked in its own Y'CbCr: only Y
-     * changes, the chroma is encoded again as it was decoded. */
-    st = med_read_file_as(ctx, input, png_out ? 0 : MED_READ_YCC, &img);
+     * changes. With its own tables (no --quality) the change goes straight
+     * into its Y coefficients: no second generation of JPEG loss, chroma
+     * and tables untouched, and no DCT of the whole image. At another
+     * quality the planes are encoded again. */
+    const unsigned rflags = png_out ? 0u : (wo.jpeg_quality == 0 ? MED_READ_COEF : MED_READ_YCC);
+    st = med_read_file_as(ctx, input, rflags, &img);
     if (st != CT_OK) {
         goto done;
     }

@@ -13,6 +13,10 @@
 #define MED_WHERE_HEAD 0 /* PNG: between IHDR and IDAT; JPEG: before SOF */
 #define MED_WHERE_TAIL 1 /* PNG: after IDAT */
 
+/* A JPEG's quantised DCT coefficients, kept to be written again
+ * (MED_READ_COEF; med_jpeg.c). */
+typedef struct med_jcoef med_jcoef;
+
 typedef struct med_meta_item {
     uint32_t id; /* PNG chunk type (big-endian letters) or JPEG marker code */
     int where;   /* MED_WHERE_* */
@@ -47,6 +51,12 @@ struct med_image {
     size_t plane_w[3], plane_h[3];
     unsigned imcu_rows; /* iMCU rows of the frame */
 
+    /* A JPEG read with MED_READ_COEF: its coefficients as stored. pix
+     * (and the planes, for Y'CbCr) are still the decoded image; a change
+     * of luma goes into the Y coefficients (med_realize_luma), and the
+     * writer stores the coefficients with the input's own tables. */
+    med_jcoef *coef;
+
     uint8_t *icc; /* ICC profile (from JPEG APP2 segments), for PNG output */
     size_t icc_len;
 
@@ -79,7 +89,14 @@ ct_status med_av_read(ct_ctx *ctx, const uint8_t *data, size_t size, const char 
  * the segmented writer on that many threads (the same file whatever the
  * number). */
 ct_status med_png_write(ct_ctx *ctx, const med_image *img, const char *path, unsigned threads);
+/* quality is ignored for an image with coefficients (written as they are). */
 ct_status med_jpeg_write(ct_ctx *ctx, const med_image *img, const char *path, int quality);
+
+void med_jpeg_coef_free(med_jcoef *jc);
+/* med_realize_luma for an image with coefficients: delta goes into the Y
+ * coefficients, quantised with the input's table; on return delta holds
+ * the change of the coded luma (before the decoder's rounding). */
+ct_status med_jpeg_coef_add(ct_ctx *ctx, med_image *img, float *delta, unsigned threads);
 
 static inline bool med_host_is_le(void)
 {

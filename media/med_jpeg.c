@@ -7,6 +7,7 @@
 #include "media/med_int.h"
 
 #include <errno.h>
+#include <math.h>
 #include <setjmp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -120,18 +121,346 @@ static int estimate_quality(const JQUANT_TBL *t)
     return best_q;
 }
 
+/* ---- coefficients (MED_READ_COEF) ---------------------------------------- */
+
+/* Largest magnitude a quantised coefficient may have in an 8-bit baseline
+ * or progressive file (10 bits for AC; a DC difference then fits in 11). */
+#define COEF_MAX 1023
+
+struct med_jcoef {
+    /* The decompressor that read the file, kept alive: it owns the
+     * coefficient arrays (no jpeg_finish_decompress, which frees them). */
+    struct jpeg_decompress_struct cinfo;
+    bool created;
+    jpeg_err err; /* its error manager once the read is over */
+    jvirt_barray_ptr *arrays;
+    JBLOCKROW *yrows;    /* every block row of component 0 (Y or gray) */
+    JDIMENSION ybw, ybh; /* blocks of it that cover the image */
+    float q[DCTSIZE2];   /* its quantiser, natural order */
+    float rq[DCTSIZE2];  /* 1 / q */
+};
+
+void med_jpeg_coef_free(med_jcoef *jc)
+{
+    if (jc == NULL) {
+        return;
+    }
+    if (jc->created) {
+        jpeg_destroy_decompress(&jc->cinfo);
+    }
+    free(jc->yrows);
+    free(jc);
+}
+
+/* A component's quantiser as the decoder used it (latched at its first
+ * scan), as floats; NULL if it has none or a zero step. */
+static const JQUANT_TBL *comp_quant(const struct jpeg_decompress_struct *ci, int c)
+{
+    const jpeg_component_info *cp = &ci->comp_info[c];
+    const JQUANT_TBL *qt = cp->quant_table;
+    if (qt == NULL && cp->quant_tbl_no >= 0 && cp->quant_tbl_no < NUM_QUANT_TBLS) {
+        qt = ci->quant_tbl_ptrs[cp->quant_tbl_no];
+    }
+    for (int i = 0; qt != NULL && i < DCTSIZE2; i++) {
+        if (qt->quantval[i] == 0) {
+            return NULL;
+        }
+    }
+    return qt;
+}
+
+/* The 8-point DCT-II as JPEG defines it, orthonormal: m[u][x] =
+ * c(u)/2 cos((2x+1) u pi / 16), c(0) = 1/sqrt 2. A block d (rows, then
+ * columns) has coefficients F = M d M^T (F[a][b]: a vertical, b
+ * horizontal frequency, libjpeg's natural order) and d = M^T F M.
+ * A row of 8 floats is one vector (GCC vector extension: one AVX register,
+ * two SSE ones), so each product is 64 multiply-adds of whole rows. */
+typedef float v8f __attribute__((vector_size(32)));
+typedef int v8i __attribute__((vector_size(32)));
+
+/* A macro, not a function: a vector return value would change the ABI
+ * between the AVX2 and the default build of the caller. */
+#define V8_LOAD(dst, p) memcpy(&(dst), (p), sizeof(v8f))
+
+#define COEF_BANDS 8u
+
+typedef struct dct_mat {
+    float m[DCTSIZE][DCTSIZE];  /* M */
+    float mt[DCTSIZE][DCTSIZE]; /* M^T */
+} dct_mat;
+
+static void dct_mat_init(dct_mat *dm)
+{
+    for (int u = 0; u < DCTSIZE; u++) {
+        const double cu = u == 0 ? sqrt(0.5) : 1.0;
+        for (int x = 0; x < DCTSIZE; x++) {
+            dm->m[u][x] = (float)(cu / 2.0 * cos((2 * x + 1) * u * M_PI / 16.0));
+            dm->mt[x][u] = dm->m[u][x];
+        }
+    }
+}
+
+/* out[i] = sum_k a[i][k] * rows[k]: a matrix of scalars times 8 rows. */
+static inline void rows_mul(const float a[DCTSIZE][DCTSIZE], const v8f *rows, v8f *out)
+{
+    for (int i = 0; i < DCTSIZE; i++) {
+        v8f s = rows[0] * a[i][0];
+        for (int k = 1; k < DCTSIZE; k++) {
+            s += rows[k] * a[i][k];
+        }
+        out[i] = s;
+    }
+}
+
+/* out[i] = sum_k rows[i][k] * mrows[k]: 8 rows times a matrix of rows. */
+static inline void mul_rows(const v8f *rows, const v8f *mrows, v8f *out)
+{
+    for (int i = 0; i < DCTSIZE; i++) {
+        v8f s = mrows[0] * rows[i][0];
+        for (int k = 1; k < DCTSIZE; k++) {
+            s += mrows[k] * rows[i][k];
+        }
+        out[i] = s;
+    }
+}
+
+/* Block rows of component c (all of them). The arrays are whole in memory
+ * (libjpeg-turbo has no backing store), so the pointers stay valid and
+ * bands on several threads may use them at once. */
+static JBLOCKROW *coef_rows(ct_ctx *ctx, struct jpeg_decompress_struct *ci,
+                            jvirt_barray_ptr arr, JDIMENSION n, bool writable)
+{
+    JBLOCKROW *rows = ct_mallocarray(ctx, n > 0 ? n : 1, sizeof *rows);
+    for (JDIMENSION r = 0; rows != NULL && r < n; r++) {
+        rows[r] = (*ci->mem->access_virt_barray)((j_common_ptr)ci, arr, r, 1,
+                                                 writable ? TRUE : FALSE)[0];
+    }
+    return rows;
+}
+
+/* ---- coefficients to pixels (the read) ---- */
+
+typedef struct pix_job {
+    const JBLOCKROW *rows;
+    JDIMENSION bw, bh; /* blocks decoded */
+    float q[DCTSIZE2];
+    uint8_t *out;
+    size_t stride;
+    uint32_t ow, oh; /* pixels written */
+    dct_mat dm;
+} pix_job;
+
+CT_SIMD_CLONES
+static void pix_band(void *arg, unsigned band)
+{
+    const pix_job *jb = arg;
+    const JDIMENSION r0 = (JDIMENSION)((uint64_t)jb->bh * band / COEF_BANDS);
+    const JDIMENSION r1 = (JDIMENSION)((uint64_t)jb->bh * (band + 1) / COEF_BANDS);
+    v8f mrow[DCTSIZE], q[DCTSIZE];
+    for (int i = 0; i < DCTSIZE; i++) {
+        V8_LOAD(mrow[i], jb->dm.m[i]);
+        V8_LOAD(q[i], jb->q + i * DCTSIZE);
+    }
+    const v8f lo = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
+    const v8f hi = lo + 255.0f, mid = lo + 128.5f;
+
+    for (JDIMENSION by = r0; by < r1; by++) {
+        const uint32_t y0 = by * DCTSIZE;
+        const uint32_t ny = jb->oh - y0 < DCTSIZE ? jb->oh - y0 : DCTSIZE;
+        for (JDIMENSION bx = 0; bx < jb->bw; bx++) {
+            const uint32_t x0 = bx * DCTSIZE;
+            const uint32_t nx = jb->ow - x0 < DCTSIZE ? jb->ow - x0 : DCTSIZE;
+            const JCOEF *c = jb->rows[by][bx];
+            v8f f[DCTSIZE], t[DCTSIZE], d[DCTSIZE];
+            for (int a = 0; a < DCTSIZE; a++) {
+                v8i ci;
+                for (int b = 0; b < DCTSIZE; b++) {
+                    ci[b] = c[a * DCTSIZE + b];
+                }
+                f[a] = __builtin_convertvector(ci, v8f) * q[a];
+            }
+            mul_rows(f, mrow, t);      /* t = F M */
+            rows_mul(jb->dm.mt, t, d); /* d = M^T t */
+            for (uint32_t y = 0; y < ny; y++) {
+                /* Level shift, then to the nearest level within 0..255. */
+                v8f v = d[y] + mid;
+                v = (v8f)(((v8i)v & (v > lo)) | ((v8i)lo & ~(v > lo)));
+                v = (v8f)(((v8i)v & (v < hi)) | ((v8i)hi & ~(v < hi)));
+                const v8i iv = __builtin_convertvector(v, v8i);
+                uint8_t *o = jb->out + (size_t)(y0 + y) * jb->stride + x0;
+                for (uint32_t x = 0; x < nx; x++) {
+                    o[x] = (uint8_t)iv[x];
+                }
+            }
+        }
+    }
+}
+
+/* Decode component c's blocks into out (stride bytes a row; ow x oh
+ * pixels written, the rest of each block dropped). */
+static ct_status coef_pixels(ct_ctx *ctx, const char *name, struct jpeg_decompress_struct *ci,
+                             const JBLOCKROW *rows, int c, JDIMENSION bw, JDIMENSION bh,
+                             uint8_t *out, size_t stride, uint32_t ow, uint32_t oh)
+{
+    const JQUANT_TBL *qt = comp_quant(ci, c);
+    if (qt == NULL) {
+        return ct_fail(ctx, CT_ERR_FORMAT, "%s: JPEG has no usable quantisation table", name);
+    }
+    pix_job *jb = ct_calloc(ctx, 1, sizeof *jb);
+    if (jb == NULL) {
+        return CT_ERR_NOMEM;
+    }
+    jb->rows = rows;
+    jb->bw = bw;
+    jb->bh = bh;
+    for (int i = 0; i < DCTSIZE2; i++) {
+        jb->q[i] = (float)qt->quantval[i];
+    }
+    jb->out = out;
+    jb->stride = stride;
+    jb->ow = ow;
+    jb->oh = oh;
+    dct_mat_init(&jb->dm);
+    ct_parallel(COEF_BANDS, ct_image_threads(), pix_band, jb);
+    free(jb);
+    return CT_OK;
+}
+
+/* ---- a change of luma into the coefficients (the mark) ---- */
+
+typedef struct coef_job {
+    med_jcoef *jc;
+    float *delta;
+    uint32_t w, h;
+    dct_mat dm;
+} coef_job;
+
+CT_SIMD_CLONES
+static void coef_band(void *arg, unsigned band)
+{
+    const coef_job *jb = arg;
+    med_jcoef *jc = jb->jc;
+    const JDIMENSION r0 = (JDIMENSION)((uint64_t)jc->ybh * band / COEF_BANDS);
+    const JDIMENSION r1 = (JDIMENSION)((uint64_t)jc->ybh * (band + 1) / COEF_BANDS);
+    v8f mrow[DCTSIZE], mtrow[DCTSIZE], q[DCTSIZE], rq[DCTSIZE];
+    for (int i = 0; i < DCTSIZE; i++) {
+        V8_LOAD(mrow[i], jb->dm.m[i]);
+        V8_LOAD(mtrow[i], jb->dm.mt[i]);
+        V8_LOAD(q[i], jc->q + i * DCTSIZE);
+        V8_LOAD(rq[i], jc->rq + i * DCTSIZE);
+    }
+    const v8f zero = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
+    const v8f half = zero + 0.5f, lim = zero + (float)(2 * COEF_MAX);
+    const v8i cmax = {COEF_MAX, COEF_MAX, COEF_MAX, COEF_MAX,
+                      COEF_MAX, COEF_MAX, COEF_MAX, COEF_MAX};
+
+    for (JDIMENSION by = r0; by < r1; by++) {
+        const uint32_t y0 = by * DCTSIZE;
+        const uint32_t ny = jb->h - y0 < DCTSIZE ? jb->h - y0 : DCTSIZE;
+        for (JDIMENSION bx = 0; bx < jc->ybw; bx++) {
+            const uint32_t x0 = bx * DCTSIZE;
+            const uint32_t nx = jb->w - x0 < DCTSIZE ? jb->w - x0 : DCTSIZE;
+            /* The change in this block; none past the image's edge. */
+            v8f d[DCTSIZE], t[DCTSIZE], f[DCTSIZE];
+            for (uint32_t y = 0; y < DCTSIZE; y++) {
+                const float *src = jb->delta + (size_t)(y0 + y) * jb->w + x0;
+                if (y < ny && nx == DCTSIZE) {
+                    V8_LOAD(d[y], src);
+                } else {
+                    float tmp[DCTSIZE] = {0};
+                    if (y < ny) {
+                        memcpy(tmp, src, nx * sizeof(float));
+                    }
+                    V8_LOAD(d[y], tmp);
+                }
+            }
+            mul_rows(d, mtrow, t);     /* t = d M^T */
+            rows_mul(jb->dm.m, t, f); /* F = M t */
+            /* Quantised with the file's own steps (halves away from zero)
+             * and added within the coefficient range; f becomes what was
+             * added, dequantised. */
+            JCOEF *c = jc->yrows[by][bx];
+            v8i any = {0};
+            for (int a = 0; a < DCTSIZE; a++) {
+                v8f x = f[a] * rq[a];
+                /* Saturated before converting (NaN becomes 0). */
+                const v8i in = (x < lim) & (x > -lim), big = x >= lim, small = x <= -lim;
+                x = (v8f)(((v8i)x & in) | ((v8i)lim & big) | ((v8i)(-lim) & small));
+                const v8i neg = x < zero;
+                x += (v8f)(((v8i)half & ~neg) | ((v8i)(-half) & neg));
+                const v8i k = __builtin_convertvector(x, v8i);
+                v8i old;
+                for (int b = 0; b < DCTSIZE; b++) {
+                    old[b] = c[a * DCTSIZE + b];
+                }
+                v8i nv = old + k;
+                nv = (nv & (nv <= cmax)) | (cmax & (nv > cmax));
+                nv = (nv & (nv >= -cmax)) | (-cmax & (nv < -cmax));
+                /* Untouched where nothing was added (a stored value out
+                 * of range stays as it was). */
+                const v8i keep = k == 0;
+                nv = (old & keep) | (nv & ~keep);
+                const v8i got = nv - old;
+                for (int b = 0; b < DCTSIZE; b++) {
+                    c[a * DCTSIZE + b] = (JCOEF)nv[b];
+                }
+                any |= got;
+                f[a] = __builtin_convertvector(got, v8f) * q[a];
+            }
+            bool changed = false;
+            for (int b = 0; b < DCTSIZE; b++) {
+                changed = changed || any[b] != 0;
+            }
+            /* What the coded luma now carries: d = M^T F M. */
+            if (changed) {
+                mul_rows(f, mrow, t);
+                rows_mul(jb->dm.mt, t, d);
+            } else {
+                for (int y = 0; y < DCTSIZE; y++) {
+                    d[y] = zero;
+                }
+            }
+            for (uint32_t y = 0; y < ny; y++) {
+                memcpy(jb->delta + (size_t)(y0 + y) * jb->w + x0, &d[y], nx * sizeof(float));
+            }
+        }
+    }
+}
+
+ct_status med_jpeg_coef_add(ct_ctx *ctx, med_image *img, float *delta, unsigned threads)
+{
+    if (img == NULL || img->coef == NULL || img->coef->yrows == NULL || delta == NULL) {
+        return ct_fail(ctx, CT_ERR_MISUSE, "med_jpeg_coef_add: no coefficients");
+    }
+    coef_job *jb = ct_calloc(ctx, 1, sizeof *jb);
+    if (jb == NULL) {
+        return CT_ERR_NOMEM;
+    }
+    jb->jc = img->coef;
+    jb->delta = delta;
+    jb->w = img->w;
+    jb->h = img->h;
+    dct_mat_init(&jb->dm);
+    ct_parallel(COEF_BANDS, threads, coef_band, jb);
+    free(jb);
+    return CT_OK;
+}
+
 typedef struct jpeg_rd {
     ct_ctx *ctx;
     const char *name;
     unsigned flags;
     const uint8_t *data;
     size_t size;
-    struct jpeg_decompress_struct cinfo;
+    struct jpeg_decompress_struct own;
+    struct jpeg_decompress_struct *ci; /* &own, or coef->cinfo (MED_READ_COEF) */
     bool created;
     jpeg_err err;
     struct jpeg_progress_mgr progress;
     med_image *img;
     ct_status st;
+    med_jcoef *coef; /* MED_READ_COEF: where the decompressor lives */
+    bool coef_read;  /* the file was read as coefficients */
 } jpeg_rd;
 
 /* The Y'CbCr layouts read and written as planes: Y at 1 or 2 in each
@@ -165,7 +494,7 @@ static void ycc_rows(const med_image *img, unsigned m, JSAMPROW rows[3][2 * DCTS
  * conversion. Called after the header checks and the pixel limit. */
 static int read_ycc(jpeg_rd *rd)
 {
-    struct jpeg_decompress_struct *ci = &rd->cinfo;
+    struct jpeg_decompress_struct *ci = rd->ci;
     med_image *img = rd->img;
 
     ci->raw_data_out = TRUE;
@@ -210,9 +539,76 @@ static int read_ycc(jpeg_rd *rd)
     return 0;
 }
 
+/* MED_READ_COEF: the coefficients as stored (entropy decoding only), and
+ * the pixels the mark needs made from them here: the Y (or gray) plane as
+ * pix, and for Y'CbCr the chroma planes as read_ycc keeps them (for the
+ * rooms). No second pass over the file. Called after the header checks
+ * and the pixel limit. */
+static int read_coef(jpeg_rd *rd, bool gray)
+{
+    struct jpeg_decompress_struct *ci = rd->ci;
+    med_jcoef *jc = rd->coef;
+    med_image *img = rd->img;
+
+    jc->arrays = jpeg_read_coefficients(ci);
+    rd->coef_read = true;
+    if (jc->arrays == NULL) {
+        rd->st = ct_fail(rd->ctx, CT_ERR_FORMAT, "%s: JPEG has no coefficients", rd->name);
+        return 1;
+    }
+    img->w = ci->image_width;
+    img->h = ci->image_height;
+    img->channels = 1;
+    img->depth = 8;
+    img->ycc = !gray;
+    img->imcu_rows = ci->total_iMCU_rows;
+    const jpeg_component_info *c0 = &ci->comp_info[0];
+    const JQUANT_TBL *qt = comp_quant(ci, 0);
+    jc->ybw = (img->w + DCTSIZE - 1) / DCTSIZE;
+    jc->ybh = (img->h + DCTSIZE - 1) / DCTSIZE;
+    if (qt == NULL || c0->h_samp_factor != ci->max_h_samp_factor ||
+        c0->v_samp_factor != ci->max_v_samp_factor || jc->ybw > c0->width_in_blocks ||
+        jc->ybh > c0->height_in_blocks) {
+        rd->st = ct_fail(rd->ctx, CT_ERR_FORMAT, "%s: unsupported JPEG layout", rd->name);
+        return 1;
+    }
+    for (int i = 0; i < DCTSIZE2; i++) {
+        jc->q[i] = (float)qt->quantval[i];
+        jc->rq[i] = 1.0f / jc->q[i];
+    }
+    jc->yrows = coef_rows(rd->ctx, ci, jc->arrays[0], jc->ybh, true);
+    img->pix = ct_malloc(rd->ctx, (size_t)img->w * img->h);
+    if (jc->yrows == NULL || img->pix == NULL) {
+        rd->st = CT_ERR_NOMEM;
+        return 1;
+    }
+    rd->st = coef_pixels(rd->ctx, rd->name, ci, jc->yrows, 0, jc->ybw, jc->ybh, img->pix, img->w, img->w,
+                         img->h);
+    for (int c = 1; c < 3 && rd->st == CT_OK && !gray; c++) {
+        const jpeg_component_info *cp = &ci->comp_info[c];
+        img->plane_w[c] = (size_t)cp->width_in_blocks * DCTSIZE;
+        img->plane_h[c] = (size_t)ci->total_iMCU_rows * cp->v_samp_factor * DCTSIZE;
+        const JDIMENSION bh = cp->height_in_blocks < img->plane_h[c] / DCTSIZE
+                                  ? cp->height_in_blocks
+                                  : (JDIMENSION)(img->plane_h[c] / DCTSIZE);
+        img->plane[c] = ct_calloc(rd->ctx, img->plane_w[c], img->plane_h[c]);
+        JBLOCKROW *rows = coef_rows(rd->ctx, ci, jc->arrays[c], bh, false);
+        if (img->plane[c] == NULL || rows == NULL) {
+            free(rows);
+            rd->st = CT_ERR_NOMEM;
+            return 1;
+        }
+        rd->st = coef_pixels(rd->ctx, rd->name, ci, rows, c, cp->width_in_blocks, bh, img->plane[c],
+                             img->plane_w[c], (uint32_t)img->plane_w[c],
+                             (uint32_t)img->plane_h[c]);
+        free(rows);
+    }
+    return rd->st != CT_OK;
+}
+
 static int decode(jpeg_rd *rd)
 {
-    struct jpeg_decompress_struct *ci = &rd->cinfo;
+    struct jpeg_decompress_struct *ci = rd->ci;
 
     if (setjmp(rd->err.jb)) {
         return 1;
@@ -260,7 +656,12 @@ static int decode(jpeg_rd *rd)
     img->y_density = ci->Y_density;
 
     ci->dct_method = JDCT_ISLOW;
-    if ((rd->flags & MED_READ_YCC) && ycc_sampling_ok(ci)) {
+    if (rd->coef != NULL && ci->data_precision == 8 &&
+        ((gray && ci->num_components == 1) || ycc_sampling_ok(ci))) {
+        if (read_coef(rd, gray) != 0) {
+            return 1;
+        }
+    } else     if ((rd->flags & (MED_READ_YCC | MED_READ_COEF)) && ycc_sampling_ok(ci)) {
         if (read_ycc(rd) != 0) {
             return 1;
         }
@@ -320,7 +721,10 @@ static int decode(jpeg_rd *rd)
         img->icc_len = icc_len;
         free(icc);
     }
-    jpeg_finish_decompress(ci);
+    /* Finishing would free the coefficients the writer needs. */
+    if (!rd->coef_read) {
+        jpeg_finish_decompress(ci);
+    }
     return 0;
 }
 
@@ -351,8 +755,19 @@ ct_status med_jpeg_read(ct_ctx *ctx, const uint8_t *data, size_t size, const cha
     if (st != CT_OK) {
         goto done;
     }
+    /* With MED_READ_COEF the decompressor lives in the coefficients'
+     * holder from the start: it owns the arrays, so it goes with them. */
+    rd->ci = &rd->own;
+    if (flags & MED_READ_COEF) {
+        rd->coef = ct_calloc(ctx, 1, sizeof *rd->coef);
+        if (rd->coef == NULL) {
+            st = CT_ERR_NOMEM;
+            goto done;
+        }
+        rd->ci = &rd->coef->cinfo;
+    }
     err_init(&rd->err);
-    rd->cinfo.err = &rd->err.pub;
+    rd->ci->err = &rd->err.pub;
     rd->progress.progress_monitor = on_progress;
     if (decode(rd) != 0) {
         if (rd->st != CT_OK) {
@@ -362,13 +777,27 @@ ct_status med_jpeg_read(ct_ctx *ctx, const uint8_t *data, size_t size, const cha
         }
         goto done;
     }
+    if (rd->coef_read) {
+        /* The image takes the decompressor. It reads nothing more (the
+         * file is freed after this), and errors from here on (the
+         * writer's access to the arrays) go to its own handler. */
+        med_jcoef *jc = rd->coef;
+        err_init(&jc->err);
+        jc->cinfo.err = &jc->err.pub;
+        jc->cinfo.progress = NULL;
+        jc->created = true;
+        rd->created = false;
+        rd->img->coef = jc;
+        rd->coef = NULL;
+    }
     *out = rd->img;
     rd->img = NULL;
 done:
     if (rd != NULL) {
         if (rd->created) {
-            jpeg_destroy_decompress(&rd->cinfo);
+            jpeg_destroy_decompress(rd->ci);
         }
+        med_jpeg_coef_free(rd->coef); /* not created: only its memory */
         med_image_free(rd->img);
         free(rd);
     }
@@ -422,6 +851,34 @@ static void convert_row(const med_image *img, size_t y, uint8_t *out)
     }
 }
 
+/* APP and COM segments as read (JFIF and Adobe are libjpeg's own). */
+static void write_markers(struct jpeg_compress_struct *ci, const med_image *img)
+{
+    for (size_t i = 0; i < img->nmeta; i++) {
+        const med_meta_item *m = &img->meta[i];
+        if (m->len <= 65533) {
+            jpeg_write_marker(ci, (int)m->id, m->data, (unsigned)m->len);
+        }
+    }
+}
+
+/* The coefficients as they are now, with the input's tables, sampling and
+ * progression: Huffman coding only, no DCT. */
+static void encode_coef(jpeg_wr *wr)
+{
+    const med_image *img = wr->img;
+    struct jpeg_compress_struct *ci = &wr->cinfo;
+
+    jpeg_copy_critical_parameters(&img->coef->cinfo, ci);
+    if (img->jpeg_progressive) {
+        jpeg_simple_progression(ci);
+    }
+    ci->write_JFIF_header = img->jpeg_jfif ? TRUE : FALSE;
+    jpeg_write_coefficients(ci, img->coef->arrays);
+    write_markers(ci, img);
+    jpeg_finish_compress(ci);
+}
+
 static int encode(jpeg_wr *wr)
 {
     const med_image *img = wr->img;
@@ -434,6 +891,10 @@ static int encode(jpeg_wr *wr)
     jpeg_create_compress(ci);
     wr->created = true;
     jpeg_stdio_dest(ci, wr->fp);
+    if (img->coef != NULL) {
+        encode_coef(wr);
+        return 0;
+    }
     ci->image_width = img->w;
     ci->image_height = img->h;
     ci->input_components = img->ycc ? 3 : (gray ? 1 : 3);
@@ -467,12 +928,7 @@ static int encode(jpeg_wr *wr)
     }
     jpeg_start_compress(ci, TRUE);
     if (img->kind == MED_KIND_JPEG) {
-        for (size_t i = 0; i < img->nmeta; i++) {
-            const med_meta_item *m = &img->meta[i];
-            if (m->len <= 65533) {
-                jpeg_write_marker(ci, (int)m->id, m->data, (unsigned)m->len);
-            }
-        }
+        write_markers(ci, img);
     }
     if (img->ycc) {
         /* Y from pix (the image as changed), inside the padding the

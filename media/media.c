@@ -100,6 +100,7 @@ void med_image_free(med_image *img)
     free(img->meta);
     free(img->icc);
     free(img->pix);
+    med_jpeg_coef_free(img->coef);
     for (int c = 0; c < 3; c++) {
         free(img->plane[c]);
     }
@@ -276,7 +277,7 @@ ct_status med_write_file(ct_ctx *ctx, const med_image *img, const char *path,
         return ct_fail(ctx, CT_ERR_MISUSE, "med_write_file: no image or path");
     }
     if (ext_is(path, ".png")) {
-        if (img->ycc) {
+        if (img->ycc || img->coef != NULL) {
             return ct_fail(ctx, CT_ERR_MISUSE, "%s: an image read as Y'CbCr planes can only be "
                                                "written as JPEG", path);
         }
@@ -285,6 +286,10 @@ ct_status med_write_file(ct_ctx *ctx, const med_image *img, const char *path,
     if (ext_is(path, ".jpg") || ext_is(path, ".jpeg")) {
         if (q < 0 || q > 100) {
             return ct_fail(ctx, CT_ERR_MISUSE, "%s: JPEG quality %d is not in 1..100", path, q);
+        }
+        if (img->coef != NULL && q != 0) {
+            return ct_fail(ctx, CT_ERR_MISUSE, "%s: an image read as JPEG coefficients keeps its "
+                                               "own quantisation tables", path);
         }
         if (q == 0) {
             q = img->kind == MED_KIND_JPEG && img->jpeg_quality > 0 ? img->jpeg_quality : 75;
@@ -410,6 +415,9 @@ ct_status med_image_clone(ct_ctx *ctx, const med_image *src, med_image **out)
     size_t bytes = 0;
 
     *out = NULL;
+    if (src->coef != NULL) {
+        return ct_fail(ctx, CT_ERR_MISUSE, "an image read as JPEG coefficients is not cloned");
+    }
     if (!ct_mul3(&bytes, src->w, src->h, (size_t)src->channels * (src->depth / 8u))) {
         st = ct_fail(ctx, CT_ERR_LIMIT, "image size overflows");
         goto done;
@@ -997,6 +1005,9 @@ ct_status med_realize_luma(ct_ctx *ctx, med_image *img, float *delta, bool split
 
     if (!ct_mul(&n, img->w, img->h)) {
         return ct_fail(ctx, CT_ERR_LIMIT, "med_realize_luma: image size overflows");
+    }
+    if (img->coef != NULL) {
+        return med_jpeg_coef_add(ctx, img, delta, threads);
     }
     if (img->depth == 16) {
         uint16_t *p = img->pix;

@@ -33,6 +33,13 @@ ct_status med_read_mem(ct_ctx *ctx, const uint8_t *data, size_t size, const char
  * round trip). Any other file reads as without the flag. For embedders
  * that write JPEG. */
 #define MED_READ_YCC 1u
+/* MED_READ_COEF: as MED_READ_YCC (a gray JPEG too), and the file's DCT
+ * coefficients are kept: med_realize_luma then adds the change to the Y
+ * coefficients, quantised with the file's own table, and the writer
+ * stores the coefficients again (JPEG only, no --quality). Nothing is
+ * decoded and encoded again: no generation loss, chroma and tables stay
+ * as they were. Other JPEGs read as with MED_READ_YCC alone. */
+#define MED_READ_COEF 2u
 ct_status med_read_file_as(ct_ctx *ctx, const char *path, unsigned flags, med_image **out);
 ct_status med_read_mem_as(ct_ctx *ctx, const uint8_t *data, size_t size, const char *name,
                           unsigned flags, med_image **out);
@@ -93,7 +100,11 @@ ct_status med_add_luma(ct_ctx *ctx, med_image *img, const float *delta);
  * On return delta[i] holds the luma change actually made (0 under alpha 0),
  * so the caller can measure what was written without reading it back.
  * 8-bit images diffuse within 4 fixed row bands, run on up to `threads`
- * threads (0 or 1: the caller's): the output does not depend on it. */
+ * threads (0 or 1: the caller's): the output does not depend on it.
+ * An image read with its JPEG coefficients (MED_READ_COEF) takes the
+ * change in its Y coefficients instead (each 8x8 block's DCT of delta,
+ * quantised with the file's step), and delta then holds the change of the
+ * coded luma; its pixels stay as read. */
 ct_status med_realize_luma(ct_ctx *ctx, med_image *img, float *delta, bool split_rgb,
                            unsigned threads);
 

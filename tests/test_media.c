@@ -560,6 +560,155 @@ static void test_jpeg_gray_progressive(ct_ctx *ctx)
     med_image_free(b);
 }
 
+/* MED_READ_COEF: the file's coefficients kept and written again. Unchanged,
+ * the output decodes to the very same pixels (every component); a change
+ * of luma arrives as the change med_realize_luma reports; the pixels made
+ * from the coefficients match libjpeg's own decode to a level; the result
+ * does not depend on the thread count. */
+static void test_jpeg_coef(ct_ctx *ctx)
+{
+    static const struct {
+        const char *sf; /* NULL: a sample file */
+        int quality;
+        const char *sample;
+    } cases[] = {{"2x2,1x1,1x1", 85, NULL},
+                 {"1x1,1x1,1x1", 60, NULL},
+                 {"2x1,1x1,1x1", 95, NULL},
+                 {NULL, 0, "images/sketch_woodpecker_gray_progressive_1920x1080.jpg"}};
+    char cmd[8192];
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        char src[4400], out[4400], out4[4400];
+        if (cases[k].sf != NULL) {
+            char name[64];
+            snprintf(name, sizeof name, "coef%zu.jpg", k);
+            snprintf(src, sizeof src, "%s", tmp_path(name));
+            snprintf(cmd, sizeof cmd,
+                     "convert -seed 11 -size 333x197 plasma:fractal -sampling-factor %s "
+                     "-quality %d '%s'",
+                     cases[k].sf, cases[k].quality, src);
+            CHECK(run(cmd) == 0);
+        } else {
+            snprintf(src, sizeof src, "%s", tu_sample(cases[k].sample));
+        }
+        snprintf(out, sizeof out, "%s", tmp_path("coef_out.jpg"));
+        snprintf(out4, sizeof out4, "%s", tmp_path("coef_out4.jpg"));
+        med_image *ref = NULL, *c = NULL, *c4 = NULL, *back = NULL, *rgb0 = NULL, *rgb1 = NULL,
+                  *cl = NULL;
+        med_info ir, ic, ib;
+        CHECK_ST(med_read_file_as(ctx, src, MED_READ_YCC, &ref), CT_OK);
+        CHECK_ST(med_read_file_as(ctx, src, MED_READ_COEF, &c), CT_OK);
+        CHECK_ST(med_read_file_as(ctx, src, MED_READ_COEF, &c4), CT_OK);
+        if (ref == NULL || c == NULL || c4 == NULL) {
+            goto next;
+        }
+        med_get_info(ref, &ir);
+        med_get_info(c, &ic);
+        CHECK(ic.width == ir.width && ic.height == ir.height && ic.ycc == ir.ycc &&
+              ic.channels == 1 && ic.jpeg_progressive == ir.jpeg_progressive);
+        const size_t n = (size_t)ic.width * ic.height;
+        /* Pixels from the coefficients against libjpeg's decode. */
+        const uint8_t *pr = med_pixels(ref), *pc = med_pixels(c);
+        int maxd = 0;
+        size_t ndiff = 0;
+        for (size_t i = 0; i < n; i++) {
+            int dd = abs((int)pr[i] - (int)pc[i]);
+            maxd = dd > maxd ? dd : maxd;
+            ndiff += dd != 0;
+        }
+        printf("  coef %zu: Y against libjpeg: max %d, %.2f%% differ\n", k, maxd,
+               100.0 * (double)ndiff / (double)n);
+        CHECK(maxd <= 1 && ndiff * 20 < n);
+        float *d = malloc(n * sizeof *d), *d4 = malloc(n * sizeof *d4);
+        CHECK(d != NULL && d4 != NULL);
+        if (d == NULL || d4 == NULL) {
+            free(d);
+            free(d4);
+            goto next;
+        }
+        /* No change: the same file content, to the pixel, in every
+         * component (RGB decodes of both compared). */
+        memset(d, 0, n * sizeof *d);
+        CHECK_ST(med_realize_luma(ctx, c, d, false, 2), CT_OK);
+        int zero = 1;
+        for (size_t i = 0; i < n; i++) {
+            zero &= d[i] == 0.0f;
+        }
+        CHECK(zero);
+        CHECK_ST(med_write_file(ctx, c, out, NULL), CT_OK);
+        CHECK_ST(med_read_file(ctx, src, &rgb0), CT_OK);
+        CHECK_ST(med_read_file(ctx, out, &rgb1), CT_OK);
+        CHECK(rgb0 != NULL && rgb1 != NULL && same_pixels(rgb0, rgb1));
+        if (rgb1 != NULL) {
+            med_get_info(rgb1, &ib);
+            CHECK(ib.jpeg_progressive == ir.jpeg_progressive &&
+                  ib.jpeg_quality == ir.jpeg_quality && ib.jpeg_h[0] == ir.jpeg_h[0] &&
+                  ib.jpeg_v[0] == ir.jpeg_v[0]);
+        }
+        /* A change: a smooth wave plus a fine +-0.3 checker. What comes
+         * back decoded is what med_realize_luma says it wrote (up to the
+         * decoder's rounding), and most of the wave. */
+        for (uint32_t y = 0; y < ic.height; y++) {
+            for (uint32_t x = 0; x < ic.width; x++) {
+                d[(size_t)y * ic.width + x] =
+                    (float)(2.5 * sin(2 * M_PI * x / 37.0) * cos(2 * M_PI * y / 23.0) +
+                            (((x + y) & 1) ? 0.3 : -0.3));
+            }
+        }
+        memcpy(d4, d, n * sizeof *d);
+        CHECK_ST(med_realize_luma(ctx, c, d, false, 1), CT_OK);
+        CHECK_ST(med_realize_luma(ctx, c4, d4, false, 4), CT_OK);
+        CHECK(memcmp(d, d4, n * sizeof *d) == 0);
+        CHECK_ST(med_write_file(ctx, c, out, NULL), CT_OK);
+        CHECK_ST(med_write_file(ctx, c4, out4, NULL), CT_OK);
+        size_t na = 0, nb = 0;
+        uint8_t *fa = slurp(out, &na), *fb = slurp(out4, &nb);
+        CHECK(fa != NULL && fb != NULL && na == nb && memcmp(fa, fb, na) == 0);
+        free(fa);
+        free(fb);
+        CHECK_ST(med_read_file_as(ctx, out, MED_READ_YCC, &back), CT_OK);
+        if (back != NULL) {
+            const uint8_t *pb = med_pixels(back);
+            double e2 = 0, emax = 0, sw = 0, swd = 0;
+            for (uint32_t y = 0; y < ic.height; y++) {
+                for (uint32_t x = 0; x < ic.width; x++) {
+                    const size_t i = (size_t)y * ic.width + x;
+                    const double got = (double)pb[i] - pr[i];
+                    /* Not where the decode clips. */
+                    if (pr[i] < 4 || pr[i] > 251) {
+                        continue;
+                    }
+                    const double e = fabs(got - d[i]);
+                    e2 += e * e;
+                    emax = e > emax ? e : emax;
+                    const double wv = 2.5 * sin(2 * M_PI * x / 37.0) * cos(2 * M_PI * y / 23.0);
+                    sw += wv * wv;
+                    swd += wv * got;
+                }
+            }
+            printf("  coef %zu: decoded change against reported: rms %.3f, max %.2f; "
+                   "wave kept %.3f\n",
+                   k, sqrt(e2 / (double)n), emax, swd / sw);
+            CHECK(sqrt(e2 / (double)n) < 0.6 && emax <= 1.5);
+            CHECK(swd / sw > 0.8 && swd / sw < 1.1);
+        }
+        free(d);
+        free(d4);
+        /* Coefficients go back only into a JPEG with their own tables. */
+        CHECK_ST(med_write_file(ctx, c, tmp_path("coef.png"), NULL), CT_ERR_MISUSE);
+        med_write_opts wo = {80, 0};
+        CHECK_ST(med_write_file(ctx, c, out, &wo), CT_ERR_MISUSE);
+        CHECK_ST(med_image_clone(ctx, c, &cl), CT_ERR_MISUSE);
+    next:
+        med_image_free(ref);
+        med_image_free(c);
+        med_image_free(c4);
+        med_image_free(back);
+        med_image_free(rgb0);
+        med_image_free(rgb1);
+        med_image_free(cl);
+    }
+}
+
 /* EXIF and XMP (APP1) have no sample: splice them into a copy of dune. */
 static void test_jpeg_app1(ct_ctx *ctx)
 {
@@ -810,6 +959,13 @@ static uint64_t rng_next(uint64_t *s)
     return x;
 }
 
+/* Reads in turn as pixels, as Y'CbCr planes and as coefficients: every
+ * decoder path sees the damage. */
+static unsigned hostile_flags(size_t i)
+{
+    return i % 3 == 1 ? MED_READ_YCC : (i % 3 == 2 ? MED_READ_COEF : 0u);
+}
+
 static void test_hostile(ct_ctx *ctx)
 {
     const char *files[] = {
@@ -839,8 +995,7 @@ static void test_hostile(ct_ctx *ctx)
         for (size_t i = 0; i < sizeof cuts / sizeof cuts[0]; i++) {
             med_image *img = NULL;
             /* every other read as Y'CbCr planes: the raw decoder too */
-            ct_status st = med_read_mem_as(ctx, data, cuts[i], "cut", (i & 1) ? MED_READ_YCC : 0,
-                                           &img);
+            ct_status st = med_read_mem_as(ctx, data, cuts[i], "cut", hostile_flags(i), &img);
             if (strict) {
                 /* PNG and JPEG: a truncated file always fails. */
                 CHECK_ST(st, CT_ERR_FORMAT);
@@ -866,7 +1021,7 @@ static void test_hostile(ct_ctx *ctx)
                 copy[rng_next(&seed) % span] ^= (uint8_t)(1 + rng_next(&seed) % 255);
             }
             ct_status st =
-                med_read_mem_as(ctx, copy, n, "flip", (r & 1) ? MED_READ_YCC : 0, &img);
+                med_read_mem_as(ctx, copy, n, "flip", hostile_flags((size_t)r), &img);
             /* LIMIT is right when a flip enlarges a JPEG SOF. */
             CHECK(st == CT_OK || st == CT_ERR_FORMAT || st == CT_ERR_LIMIT);
             CHECK((st == CT_OK) == (img != NULL));
@@ -1232,6 +1387,7 @@ int main(void)
     test_jpeg(ctx);
     test_jpeg_ycc(ctx);
     test_jpeg_gray_progressive(ctx);
+    test_jpeg_coef(ctx);
     test_jpeg_app1(ctx);
     test_cross(ctx);
     test_other_formats(ctx);
