@@ -379,7 +379,7 @@ ct_status ct_embed_file(ct_ctx *ctx, const char *vendor, const char *input, cons
     sto_record rec;
     uint32_t serial = 0;
     double strength = opts != NULL && opts->strength > 0 ? opts->strength : 1.0;
-    med_write_opts wo = {opts != NULL ? opts->jpeg_quality : 0, ct_image_threads()};
+    med_write_opts wo = {opts != NULL ? opts->jpeg_quality : 0, ct_image_threads(), 0};
     ct_task hash_tk = {0}, meas_tk = {0};
     hash_task hash_in = {0};
     measure_task meas = {0};

@@ -86,9 +86,11 @@ ct_status med_av_read(ct_ctx *ctx, const uint8_t *data, size_t size, const char 
                       med_image **out);
 
 /* threads 0: libpng writes the image data (the plain encoder); 1 or more:
- * the segmented writer on that many threads (the same file whatever the
- * number). */
-ct_status med_png_write(ct_ctx *ctx, const med_image *img, const char *path, unsigned threads);
+ * celtrace's writer on that many threads (the same file whatever the
+ * number): libdeflate in one piece up to whole_max bytes of filtered rows
+ * (0: the default), zlib segments above. */
+ct_status med_png_write(ct_ctx *ctx, const med_image *img, const char *path, unsigned threads,
+                        size_t whole_max);
 /* quality is ignored for an image with coefficients (written as they are). */
 ct_status med_jpeg_write(ct_ctx *ctx, const med_image *img, const char *path, int quality);
 

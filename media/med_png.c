@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include <png.h>
+#include <libdeflate.h>
 #include <zlib.h>
 
 /* libpng state for one decode. It lives in the caller's frame and is only
@@ -312,7 +313,8 @@ typedef struct png_wr {
     png_infop info;
     png_bytepp rows;
     png_unknown_chunkp unk;
-    unsigned threads; /* 0: libpng compresses; else segments on this many threads */
+    unsigned threads; /* 0: libpng compresses; else celtrace, on this many threads */
+    size_t whole_max; /* most filtered bytes deflated in one piece */
     ct_status st;
     char msg[200];
 } png_wr;
@@ -352,36 +354,70 @@ typedef struct seg_job {
     seg *segs;
 } seg_job;
 
-static inline unsigned absb(unsigned char v)
+/* |v| of a filtered byte read as signed: min(v, 256 - v). */
+static inline unsigned char absb(unsigned char v)
 {
-    return v < 128 ? v : 256u - v;
+    const unsigned char m = (unsigned char)-v;
+    return v < m ? v : m;
 }
 
-static inline unsigned char paeth(unsigned char a, unsigned char b, unsigned char c)
+static inline unsigned char paeth(int a, int b, int c)
 {
-    int p = (int)a + b - c, pa = abs(p - a), pb = abs(p - b), pc = abs(p - c);
-    return pa <= pb && pa <= pc ? a : (pb <= pc ? b : c);
+    const int pa = abs(b - c), pb = abs(a - c), pc = abs(a + b - 2 * c);
+    return (unsigned char)(pa <= pb && pa <= pc ? a : (pb <= pc ? b : c));
 }
+
+/* Row sums run in 32 bits over chunks of this many bytes (128 each). */
+#define CHUNK 65536u
 
 /* One row: out[0] the filter type, out[1..n] the filtered bytes. cur and
  * prev are the raw rows as stored in the file (prev all zero for row 0);
- * cand is 4 * n bytes of scratch. */
-static void filter_row(const unsigned char *cur, const unsigned char *prev, size_t n,
-                       unsigned bpp, unsigned char *cand, unsigned char *out)
+ * cand is 4 * n bytes of scratch. The filter is libpng's default choice:
+ * the least sum of absolute values, ties to the lower type. Straight
+ * loops over the bytes after the first pixel, so they vectorise. */
+static inline void filter_row(const unsigned char *restrict cur,
+                              const unsigned char *restrict prev, size_t n, unsigned bpp,
+                              unsigned char *restrict cand, unsigned char *restrict out)
 {
-    unsigned char *sub = cand, *up = cand + n, *avg = cand + 2 * n, *pae = cand + 3 * n;
+    unsigned char *restrict sub = cand, *restrict up = cand + n, *restrict avg = cand + 2 * n,
+                            *restrict pae = cand + 3 * n;
     uint64_t s[5] = {0};
-    for (size_t i = 0; i < n; i++) {
-        unsigned char a = i >= bpp ? cur[i - bpp] : 0, b = prev[i], c = i >= bpp ? prev[i - bpp] : 0;
-        sub[i] = (unsigned char)(cur[i] - a);
+    const size_t lead = bpp < n ? bpp : n;
+    for (size_t i = 0; i < lead; i++) { /* no pixel to the left */
+        const unsigned char b = prev[i];
+        sub[i] = cur[i];
         up[i] = (unsigned char)(cur[i] - b);
-        avg[i] = (unsigned char)(cur[i] - ((a + b) >> 1));
-        pae[i] = (unsigned char)(cur[i] - paeth(a, b, c));
+        avg[i] = (unsigned char)(cur[i] - (b >> 1));
+        pae[i] = (unsigned char)(cur[i] - paeth(0, b, 0));
         s[0] += absb(cur[i]);
         s[1] += absb(sub[i]);
         s[2] += absb(up[i]);
         s[3] += absb(avg[i]);
         s[4] += absb(pae[i]);
+    }
+    for (size_t i0 = lead; i0 < n; i0 += CHUNK) {
+        const size_t i1 = n - i0 < CHUNK ? n : i0 + CHUNK;
+        uint32_t s0 = 0, s1 = 0, s2 = 0, s3 = 0, s4 = 0;
+        for (size_t i = i0; i < i1; i++) {
+            const int x = cur[i], a = cur[i - bpp], b = prev[i], c = prev[i - bpp];
+            const unsigned char fs = (unsigned char)(x - a), fu = (unsigned char)(x - b),
+                                fa = (unsigned char)(x - ((a + b) >> 1)),
+                                fp = (unsigned char)(x - paeth(a, b, c));
+            sub[i] = fs;
+            up[i] = fu;
+            avg[i] = fa;
+            pae[i] = fp;
+            s0 += absb((unsigned char)x);
+            s1 += absb(fs);
+            s2 += absb(fu);
+            s3 += absb(fa);
+            s4 += absb(fp);
+        }
+        s[0] += s0;
+        s[1] += s1;
+        s[2] += s2;
+        s[3] += s3;
+        s[4] += s4;
     }
     int best = 0;
     for (int f = 1; f < 5; f++) {
@@ -405,6 +441,28 @@ static const unsigned char *file_row(const seg_job *jb, uint32_t r, unsigned cha
     return tmp;
 }
 
+/* Filter rows [r0, r1) into out (1 + rowbytes bytes each); row r0 - 1
+ * is read as the row above. scratch holds 7 * rowbytes bytes. */
+CT_SIMD_CLONES
+static void filter_rows(const seg_job *jb, uint32_t r0, uint32_t r1, unsigned char *out,
+                        unsigned char *scratch)
+{
+    const size_t n = jb->rowbytes, fr = n + 1;
+    unsigned char *cand = scratch, *ta = scratch + 4 * n, *tb = scratch + 5 * n,
+                  *zero = scratch + 6 * n;
+    memset(zero, 0, n);
+    const unsigned char *prev = r0 == 0 ? zero : file_row(jb, r0 - 1, tb);
+    for (uint32_t r = r0; r < r1; r++) {
+        unsigned char *t = (r & 1) ? ta : tb; /* prev may live in the other one */
+        if (prev == t) {
+            t = t == ta ? tb : ta;
+        }
+        const unsigned char *cur = file_row(jb, r, t);
+        filter_row(cur, prev, n, jb->bpp, cand, out + (size_t)(r - r0) * fr);
+        prev = cur;
+    }
+}
+
 static void seg_run(void *arg, unsigned k)
 {
     const seg_job *jb = arg;
@@ -421,19 +479,7 @@ static void seg_run(void *arg, unsigned k)
     if (buf == NULL || scratch == NULL) {
         goto fail;
     }
-    unsigned char *cand = scratch, *ta = scratch + 4 * n, *tb = scratch + 5 * n,
-                  *zero = scratch + 6 * n;
-    memset(zero, 0, n);
-    const unsigned char *prev = d0 == 0 ? zero : file_row(jb, d0 - 1, tb);
-    for (uint32_t r = d0; r < sg->r1; r++) {
-        unsigned char *t = (r & 1) ? ta : tb; /* prev may live in the other one */
-        if (prev == t) {
-            t = t == ta ? tb : ta;
-        }
-        const unsigned char *cur = file_row(jb, r, t);
-        filter_row(cur, prev, n, jb->bpp, cand, buf + (size_t)(r - d0) * fr);
-        prev = cur;
-    }
+    filter_rows(jb, d0, sg->r1, buf, scratch);
     const unsigned char *in = buf + (size_t)(sg->r0 - d0) * fr;
     const size_t dict = (size_t)(sg->r0 - d0) * fr < DICT_BYTES ? (size_t)(sg->r0 - d0) * fr
                                                                 : DICT_BYTES;
@@ -544,6 +590,103 @@ static void idat_put(chunk_out *co, const unsigned char *p, size_t len)
     }
 }
 
+/* The last IDAT, the chunks that go after the image data, IEND. */
+static void write_end(png_wr *wr, chunk_out *co)
+{
+    const med_image *img = wr->img;
+    if (co->n > 0) {
+        write_chunk(co->fp, ID_IDAT, co->buf, co->n);
+    }
+    if (wr->unk != NULL) {
+        for (size_t i = 0; i < img->nmeta; i++) {
+            if (img->meta[i].where == MED_WHERE_TAIL) {
+                write_chunk(wr->fp, img->meta[i].id, img->meta[i].data, img->meta[i].len);
+            }
+        }
+    }
+    write_chunk(wr->fp, ID_IEND, NULL, 0);
+}
+
+/* ---- image data in one piece, with libdeflate ------------------------------
+ *
+ * Deflating a marked image costs zlib about five times the unmarked one,
+ * and the segments above can only share that over the cores. libdeflate,
+ * at the same level (6) and on the same filtered rows, takes about a
+ * quarter of zlib's time on a marked 1080p image for a file about 3 %
+ * larger (measured: 95 against 365 ms, 1.42 against 1.38 MB). It works on
+ * whole buffers only (no preset dictionary, no flush), so the image is
+ * deflated in one piece on one thread; the rows are filtered in fixed
+ * bands on the image threads first. The filtered copy must fit in memory:
+ * above WHOLE_MAX bytes the segmented zlib writer (bounded memory per
+ * thread) takes over. */
+#define WHOLE_MAX ((size_t)512 << 20)
+#define FILTER_BANDS 16u
+
+typedef struct whole_job {
+    const seg_job *jb;
+    unsigned char *buf; /* every filtered row */
+    int failed[FILTER_BANDS]; /* one flag a band: no shared writes */
+} whole_job;
+
+static void filter_band(void *arg, unsigned band)
+{
+    whole_job *wj = arg;
+    const seg_job *jb = wj->jb;
+    const uint32_t h = jb->img->h;
+    const uint32_t r0 = (uint32_t)((uint64_t)h * band / FILTER_BANDS);
+    const uint32_t r1 = (uint32_t)((uint64_t)h * (band + 1) / FILTER_BANDS);
+    if (r1 <= r0) {
+        return;
+    }
+    unsigned char *scratch = malloc(7 * jb->rowbytes);
+    if (scratch == NULL) {
+        wj->failed[band] = 1;
+        return;
+    }
+    filter_rows(jb, r0, r1, wj->buf + (size_t)r0 * (jb->rowbytes + 1), scratch);
+    free(scratch);
+}
+
+static int write_whole(png_wr *wr, const seg_job *jb, size_t total)
+{
+    int rc = 1;
+    whole_job wj = {jb, malloc(total), {0}};
+    struct libdeflate_compressor *c = libdeflate_alloc_compressor(6);
+    unsigned char *z = NULL;
+    chunk_out *co = malloc(sizeof *co);
+    if (wj.buf == NULL || c == NULL || co == NULL) {
+        snprintf(wr->msg, sizeof wr->msg, "out of memory");
+        goto done;
+    }
+    ct_parallel(FILTER_BANDS, wr->threads, filter_band, &wj);
+    int failed = 0;
+    for (unsigned b = 0; b < FILTER_BANDS; b++) {
+        failed |= wj.failed[b];
+    }
+    const size_t cap = libdeflate_zlib_compress_bound(c, total);
+    z = malloc(cap);
+    if (failed || z == NULL) {
+        snprintf(wr->msg, sizeof wr->msg, "out of memory");
+        goto done;
+    }
+    const size_t zlen = libdeflate_zlib_compress(c, wj.buf, total, z, cap);
+    if (zlen == 0) {
+        snprintf(wr->msg, sizeof wr->msg, "the image data did not compress");
+        goto done;
+    }
+    co->fp = wr->fp;
+    co->n = 0;
+    idat_put(co, z, zlen);
+    write_end(wr, co);
+    rc = 0;
+done:
+    libdeflate_free_compressor(c);
+    free(wj.buf);
+    free(z);
+    free(co);
+    return rc;
+}
+
 /* After png_write_info: the image data, the chunks that go after it, IEND. */
 static int write_segmented(png_wr *wr)
 {
@@ -551,6 +694,10 @@ static int write_segmented(png_wr *wr)
     seg_job jb = {img, (size_t)img->w * img->channels * (img->depth / 8u),
                   img->channels * (img->depth / 8u), img->depth == 16 && med_host_is_le(), NULL};
     const size_t fr = jb.rowbytes + 1;
+    size_t total;
+    if (ct_mul(&total, fr, img->h) && total <= wr->whole_max) {
+        return write_whole(wr, &jb, total);
+    }
     const uint32_t per = fr >= SEG_BYTES ? 1u : (uint32_t)(SEG_BYTES / fr);
     const unsigned nseg = (unsigned)((img->h + per - 1) / per);
     int rc = 1;
@@ -586,17 +733,7 @@ static int write_segmented(png_wr *wr)
     unsigned char tail[4];
     put_u32(tail, (uint32_t)adler);
     idat_put(co, tail, 4);
-    if (co->n > 0) {
-        write_chunk(co->fp, ID_IDAT, co->buf, co->n);
-    }
-    if (wr->unk != NULL) {
-        for (size_t i = 0; i < img->nmeta; i++) {
-            if (img->meta[i].where == MED_WHERE_TAIL) {
-                write_chunk(wr->fp, img->meta[i].id, img->meta[i].data, img->meta[i].len);
-            }
-        }
-    }
-    write_chunk(wr->fp, ID_IEND, NULL, 0);
+    write_end(wr, co);
     rc = 0;
 done:
     for (unsigned k = 0; jb.segs != NULL && k < nseg; k++) {
@@ -648,7 +785,8 @@ static int encode(png_wr *wr)
     return 0;
 }
 
-ct_status med_png_write(ct_ctx *ctx, const med_image *img, const char *path, unsigned threads)
+ct_status med_png_write(ct_ctx *ctx, const med_image *img, const char *path, unsigned threads,
+                        size_t whole_max)
 {
     ct_status st = CT_OK;
     png_wr wr;
@@ -659,6 +797,7 @@ ct_status med_png_write(ct_ctx *ctx, const med_image *img, const char *path, uns
     wr.ctx = ctx;
     wr.img = img;
     wr.threads = threads;
+    wr.whole_max = whole_max > 0 ? whole_max : WHOLE_MAX;
     if (img->channels < 1 || img->channels > 4 || (img->depth != 8 && img->depth != 16) ||
         img->w == 0 || img->h == 0 || img->w > 0x7fffffffu || img->h > 0x7fffffffu) {
         st = ct_fail(ctx, CT_ERR_MISUSE, "%s: image cannot be written as PNG", path);

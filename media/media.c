@@ -281,7 +281,8 @@ ct_status med_write_file(ct_ctx *ctx, const med_image *img, const char *path,
             return ct_fail(ctx, CT_ERR_MISUSE, "%s: an image read as Y'CbCr planes can only be "
                                                "written as JPEG", path);
         }
-        return med_png_write(ctx, img, path, opts != NULL ? opts->threads : 0);
+        return med_png_write(ctx, img, path, opts != NULL ? opts->threads : 0,
+                             opts != NULL ? opts->png_whole_max : 0);
     }
     if (ext_is(path, ".jpg") || ext_is(path, ".jpeg")) {
         if (q < 0 || q > 100) {

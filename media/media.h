@@ -48,9 +48,11 @@ void med_image_free(med_image *img);
 
 typedef struct med_write_opts {
     int jpeg_quality; /* 1..100, or 0 = follow the input's quantisation tables (75 if not a JPEG) */
-    unsigned threads; /* PNG: 0 = libpng's own single-threaded writer; 1 or more = image data
-                         deflated in segments on up to this many threads (same bytes for any
-                         number) */
+    unsigned threads; /* PNG: 0 = libpng's own single-threaded writer (zlib); 1 or more = the
+                         rows filtered on up to this many threads and the image data deflated
+                         by celtrace (same bytes for any number): in one piece by libdeflate,
+                         or, above png_whole_max bytes of filtered rows, in segments by zlib */
+    size_t png_whole_max; /* 0 = 512 MiB; tests set it small to reach the segments */
 } med_write_opts;
 
 /* Write img to path; the format comes from the extension (.png, .jpg, .jpeg,

@@ -7,7 +7,7 @@ PKGS=(
   # build
   build-essential cmake pkg-config
   # libraries (headers + runtime)
-  libsodium-dev libpng-dev zlib1g-dev libjpeg62-turbo-dev
+  libsodium-dev libpng-dev zlib1g-dev libdeflate-dev libjpeg62-turbo-dev
   libavformat-dev libavcodec-dev libavutil-dev libswscale-dev
   libsqlite3-dev libjansson-dev libfftw3-dev
   # tests, demo and benchmarks: real attack tools and helpers
