@@ -259,6 +259,40 @@ static int set_user_version(const char *db_path, int ver)
     return rc;
 }
 
+/* A serial claim runs at synchronous=NORMAL (the record's own commit
+ * syncs it): the connection must be back at FULL after every claim, taken
+ * or refused, or later records would not be durable. */
+static int sync_level(ct_ctx *ctx)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *q = NULL;
+    int level = -1;
+    if (sto_db(ctx, &db) == CT_OK &&
+        sqlite3_prepare_v2(db, "PRAGMA synchronous", -1, &q, NULL) == SQLITE_OK &&
+        sqlite3_step(q) == SQLITE_ROW) {
+        level = sqlite3_column_int(q, 0);
+    }
+    sqlite3_finalize(q);
+    return level;
+}
+
+static void test_serial_claim(const char *home)
+{
+    ct_ctx *ctx = NULL;
+    CHECK_ST(ct_ctx_new(home, &ctx), CT_OK);
+    if (ctx == NULL) {
+        return;
+    }
+    CHECK(sync_level(ctx) == 2); /* FULL */
+    CHECK_ST(sto_serial_claim(ctx, 77), CT_OK);
+    CHECK(sync_level(ctx) == 2);
+    CHECK_ST(sto_serial_claim(ctx, 77), CT_ERR_EXISTS);
+    CHECK(sync_level(ctx) == 2);
+    CHECK_ST(sto_serial_claim(ctx, 0), CT_ERR_MISUSE);
+    CHECK(sync_level(ctx) == 2);
+    ct_ctx_free(ctx);
+}
+
 static void test_schema_version(const char *home)
 {
     char db_path[4300];
@@ -302,6 +336,7 @@ int main(void)
     char home[4200];
     join(home, sizeof home, tu_tmpdir("store"), "home");
     test_registry(home);
+    test_serial_claim(home);
     test_schema_version(home);
     return tu_done("test_store");
 }
