@@ -278,10 +278,11 @@ static ct_status embed_sequence(ct_ctx *ctx, const char *input, const char *tmp,
             goto done;
         }
         crypto_hash_sha256_update(&hin, h, sizeof h);
-        /* A JPEG frame stays a JPEG: marked in its own Y'CbCr, as images are. */
+        /* A JPEG frame stays a JPEG, marked in its coefficients as images
+         * are (or in its Y'CbCr planes where its layout is rarer). */
         const char *ext = strrchr(nm->v[i], '.');
         bool png = ext != NULL && strcasecmp(ext, ".png") == 0;
-        st = med_read_file_as(ctx, src, png ? 0 : MED_READ_YCC, &img);
+        st = med_read_file_as(ctx, src, png ? 0 : MED_READ_COEF, &img);
         if (st != CT_OK) {
             goto done;
         }
@@ -320,16 +321,10 @@ static ct_status embed_sequence(ct_ctx *ctx, const char *input, const char *tmp,
                        ct_image_threads()};
         st = wm_embed(ctx, &wp, m->sync_key, m->vkey, &m->prm, delta);
         if (st == CT_OK) {
-            st = med_realize_luma(ctx, img, delta, split, wp.threads);
-        }
-        if (st == CT_OK) {
-            st = med_luma(ctx, img, delta, NULL, NULL, NULL); /* what was written */
+            st = med_realize_luma(ctx, img, delta, split, wp.threads); /* delta: what was written */
         }
         if (st != CT_OK) {
             goto done;
-        }
-        for (size_t k = 0; k < n; k++) {
-            delta[k] -= y[k];
         }
         double psnr, ssim;
         wm_quality(&wp, delta, &psnr, &ssim);

@@ -158,6 +158,21 @@ check "sequence: names $B" test "$got" = "$B"
 verify_vendor "$S"
     got=$GOT
 check "unmarked sequence not named" test "$got" = "-"
+# The same frames as JPEGs: marked in their coefficients, still JPEGs, the
+# PSNR of what was written reported, traced as a clip.
+SJ=$W/seqj
+mkdir -p "$SJ"
+for f in "$S"/*.png; do
+    convert "$f" -quality 90 "$SJ/$(basename "${f%.png}").jpg"
+done
+ct --home "$H" embed --vendor "$B" "$SJ" -o "$W/seqj_marked" --json
+expect_ok "embed a JPEG frame sequence"
+check "JPEG sequence: same names out" test "$(ls "$SJ")" = "$(ls "$W/seqj_marked")"
+check "JPEG sequence: PSNR of what was written" \
+    jq -e '.psnr_y >= 40 and .psnr_y < 60' "$T_DIR/out"
+verify_vendor "$W/seqj_marked"
+    got=$GOT
+check "JPEG sequence: names $B" test "$got" = "$B"
 # Folders given with a trailing slash, as the help's example does.
 ct --home "$H" embed --vendor "$B" "$S/" -o "$W/seq_marked2/" --json
 expect_ok "embed a frame sequence given as FOLDER/"
