@@ -97,7 +97,7 @@ ct_status med_jpeg_write(ct_ctx *ctx, const med_image *img, const char *path, in
 void med_jpeg_coef_free(med_jcoef *jc);
 /* med_realize_luma for an image with coefficients: delta goes into the Y
  * coefficients, quantised with the input's table; on return delta holds
- * the change of the coded luma (before the decoder's rounding). */
+ * the change of the decoded luma (whole levels). */
 ct_status med_jpeg_coef_add(ct_ctx *ctx, med_image *img, float *delta, unsigned threads);
 
 static inline bool med_host_is_le(void)

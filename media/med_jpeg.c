@@ -238,6 +238,33 @@ static JBLOCKROW *coef_rows(ct_ctx *ctx, struct jpeg_decompress_struct *ci,
     return rows;
 }
 
+/* A block's samples as a decoder makes them: dequantised, M^T F M, level
+ * shift, to the nearest level within 0..255. The read's pixels and the
+ * mark's reported change both come from here, so an unchanged block
+ * reports no change. */
+static inline void block_decode(const JCOEF *c, const v8f *q, const v8f *mrow,
+                                const float mt[DCTSIZE][DCTSIZE], v8i *px)
+{
+    v8f f[DCTSIZE], t[DCTSIZE], d[DCTSIZE];
+    for (int a = 0; a < DCTSIZE; a++) {
+        v8i ci;
+        for (int b = 0; b < DCTSIZE; b++) {
+            ci[b] = c[a * DCTSIZE + b];
+        }
+        f[a] = __builtin_convertvector(ci, v8f) * q[a];
+    }
+    mul_rows(f, mrow, t); /* t = F M */
+    rows_mul(mt, t, d);   /* d = M^T t */
+    const v8f lo = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
+    const v8f hi = lo + 255.0f, mid = lo + 128.5f;
+    for (int y = 0; y < DCTSIZE; y++) {
+        v8f v = d[y] + mid;
+        v = (v8f)(((v8i)v & (v > lo)) | ((v8i)lo & ~(v > lo)));
+        v = (v8f)(((v8i)v & (v < hi)) | ((v8i)hi & ~(v < hi)));
+        px[y] = __builtin_convertvector(v, v8i);
+    }
+}
+
 /* ---- coefficients to pixels (the read) ---- */
 
 typedef struct pix_job {
@@ -261,35 +288,18 @@ static void pix_band(void *arg, unsigned band)
         V8_LOAD(mrow[i], jb->dm.m[i]);
         V8_LOAD(q[i], jb->q + i * DCTSIZE);
     }
-    const v8f lo = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
-    const v8f hi = lo + 255.0f, mid = lo + 128.5f;
-
     for (JDIMENSION by = r0; by < r1; by++) {
         const uint32_t y0 = by * DCTSIZE;
         const uint32_t ny = jb->oh - y0 < DCTSIZE ? jb->oh - y0 : DCTSIZE;
         for (JDIMENSION bx = 0; bx < jb->bw; bx++) {
             const uint32_t x0 = bx * DCTSIZE;
             const uint32_t nx = jb->ow - x0 < DCTSIZE ? jb->ow - x0 : DCTSIZE;
-            const JCOEF *c = jb->rows[by][bx];
-            v8f f[DCTSIZE], t[DCTSIZE], d[DCTSIZE];
-            for (int a = 0; a < DCTSIZE; a++) {
-                v8i ci;
-                for (int b = 0; b < DCTSIZE; b++) {
-                    ci[b] = c[a * DCTSIZE + b];
-                }
-                f[a] = __builtin_convertvector(ci, v8f) * q[a];
-            }
-            mul_rows(f, mrow, t);      /* t = F M */
-            rows_mul(jb->dm.mt, t, d); /* d = M^T t */
+            v8i px[DCTSIZE];
+            block_decode(jb->rows[by][bx], q, mrow, jb->dm.mt, px);
             for (uint32_t y = 0; y < ny; y++) {
-                /* Level shift, then to the nearest level within 0..255. */
-                v8f v = d[y] + mid;
-                v = (v8f)(((v8i)v & (v > lo)) | ((v8i)lo & ~(v > lo)));
-                v = (v8f)(((v8i)v & (v < hi)) | ((v8i)hi & ~(v < hi)));
-                const v8i iv = __builtin_convertvector(v, v8i);
                 uint8_t *o = jb->out + (size_t)(y0 + y) * jb->stride + x0;
                 for (uint32_t x = 0; x < nx; x++) {
-                    o[x] = (uint8_t)iv[x];
+                    o[x] = (uint8_t)px[y][x];
                 }
             }
         }
@@ -331,6 +341,7 @@ static ct_status coef_pixels(ct_ctx *ctx, const char *name, struct jpeg_decompre
 typedef struct coef_job {
     med_jcoef *jc;
     float *delta;
+    const uint8_t *pix; /* the Y plane as read (block_decode of the old coefficients) */
     uint32_t w, h;
     dct_mat dm;
 } coef_job;
@@ -405,23 +416,23 @@ static void coef_band(void *arg, unsigned band)
                     c[a * DCTSIZE + b] = (JCOEF)nv[b];
                 }
                 any |= got;
-                f[a] = __builtin_convertvector(got, v8f) * q[a];
             }
             bool changed = false;
             for (int b = 0; b < DCTSIZE; b++) {
                 changed = changed || any[b] != 0;
             }
-            /* What the coded luma now carries: d = M^T F M. */
+            /* The change a decoder shows: the block decoded again, less
+             * the pixels as read. */
+            v8i px[DCTSIZE];
             if (changed) {
-                mul_rows(f, mrow, t);
-                rows_mul(jb->dm.mt, t, d);
-            } else {
-                for (int y = 0; y < DCTSIZE; y++) {
-                    d[y] = zero;
-                }
+                block_decode(c, q, mrow, jb->dm.mt, px);
             }
             for (uint32_t y = 0; y < ny; y++) {
-                memcpy(jb->delta + (size_t)(y0 + y) * jb->w + x0, &d[y], nx * sizeof(float));
+                float *o = jb->delta + (size_t)(y0 + y) * jb->w + x0;
+                const uint8_t *old = jb->pix + (size_t)(y0 + y) * jb->w + x0;
+                for (uint32_t x = 0; x < nx; x++) {
+                    o[x] = changed ? (float)(px[y][x] - (int)old[x]) : 0.0f;
+                }
             }
         }
     }
@@ -438,6 +449,7 @@ ct_status med_jpeg_coef_add(ct_ctx *ctx, med_image *img, float *delta, unsigned 
     }
     jb->jc = img->coef;
     jb->delta = delta;
+    jb->pix = img->pix;
     jb->w = img->w;
     jb->h = img->h;
     dct_mat_init(&jb->dm);

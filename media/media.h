@@ -105,8 +105,9 @@ ct_status med_add_luma(ct_ctx *ctx, med_image *img, const float *delta);
  * threads (0 or 1: the caller's): the output does not depend on it.
  * An image read with its JPEG coefficients (MED_READ_COEF) takes the
  * change in its Y coefficients instead (each 8x8 block's DCT of delta,
- * quantised with the file's step), and delta then holds the change of the
- * coded luma; its pixels stay as read. */
+ * quantised with the file's step), and delta then holds the change a
+ * decoder shows (the block decoded again, less its pixels as read, which
+ * stay as read). */
 ct_status med_realize_luma(ct_ctx *ctx, med_image *img, float *delta, bool split_rgb,
                            unsigned threads);
 

@@ -657,8 +657,9 @@ static void test_jpeg_coef(ct_ctx *ctx)
                   ib.jpeg_v[0] == ir.jpeg_v[0]);
         }
         /* A change: a smooth wave plus a fine +-0.3 checker. What comes
-         * back decoded is what med_realize_luma says it wrote (up to the
-         * decoder's rounding), and most of the wave. */
+         * back decoded (libjpeg's decoder) is what med_realize_luma says it
+         * wrote (its own decode, whole levels; the two decoders differ by
+         * a level on a few pixels), and most of the wave. */
         for (uint32_t y = 0; y < ic.height; y++) {
             for (uint32_t x = 0; x < ic.width; x++) {
                 d[(size_t)y * ic.width + x] =
@@ -700,7 +701,7 @@ static void test_jpeg_coef(ct_ctx *ctx)
             printf("  coef %zu: decoded change against reported: rms %.3f, max %.2f; "
                    "wave kept %.3f\n",
                    k, sqrt(e2 / (double)n), emax, swd / sw);
-            CHECK(sqrt(e2 / (double)n) < 0.6 && emax <= 1.5);
+            CHECK(sqrt(e2 / (double)n) < 0.25 && emax <= 2.0);
             CHECK(swd / sw > 0.8 && swd / sw < 1.1);
         }
         free(d);
