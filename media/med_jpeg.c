@@ -785,7 +785,12 @@ ct_status med_jpeg_read(ct_ctx *ctx, const uint8_t *data, size_t size, const cha
         if (rd->st != CT_OK) {
             st = rd->st;
         } else {
-            st = ct_fail(ctx, CT_ERR_FORMAT, "%s: corrupt JPEG (%s)", name, rd->err.msg);
+            /* libjpeg-turbo holds whole-image buffers in memory only; a
+             * JPEGMEM limit below their size ends here, not in bad data. */
+            st = rd->err.pub.msg_code == JERR_NO_BACKING_STORE
+                     ? ct_fail(ctx, CT_ERR_LIMIT, "%s: JPEG needs more memory than JPEGMEM allows",
+                               name)
+                     : ct_fail(ctx, CT_ERR_FORMAT, "%s: corrupt JPEG (%s)", name, rd->err.msg);
         }
         goto done;
     }
