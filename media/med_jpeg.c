@@ -153,7 +153,7 @@ void med_jpeg_coef_free(med_jcoef *jc)
 }
 
 /* A component's quantiser as the decoder used it (latched at its first
- * scan), as floats; NULL if it has none or a zero step. */
+ * scan); NULL if it has none or a zero step. */
 static const JQUANT_TBL *comp_quant(const struct jpeg_decompress_struct *ci, int c)
 {
     const jpeg_component_info *cp = &ci->comp_info[c];
@@ -224,9 +224,9 @@ static inline void mul_rows(const v8f *rows, const v8f *mrows, v8f *out)
     }
 }
 
-/* Block rows of component c (all of them). The arrays are whole in memory
- * (libjpeg-turbo has no backing store), so the pointers stay valid and
- * bands on several threads may use them at once. */
+/* The first n block rows of a component's array. The arrays are whole in
+ * memory (libjpeg-turbo has no backing store), so the pointers stay valid
+ * and bands on several threads may use them at once. */
 static JBLOCKROW *coef_rows(ct_ctx *ctx, struct jpeg_decompress_struct *ci,
                             jvirt_barray_ptr arr, JDIMENSION n, bool writable)
 {
