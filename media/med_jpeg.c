@@ -238,6 +238,12 @@ static JBLOCKROW *coef_rows(ct_ctx *ctx, struct jpeg_decompress_struct *ci,
     return rows;
 }
 
+/* Pixels of the block starting at i0 that lie inside n (8 but at the edge). */
+static inline uint32_t block_span(uint32_t n, uint32_t i0)
+{
+    return n - i0 < DCTSIZE ? n - i0 : DCTSIZE;
+}
+
 /* A block's samples as a decoder makes them: dequantised, M^T F M, level
  * shift, to the nearest level within 0..255. The read's pixels and the
  * mark's reported change both come from here, so an unchanged block
@@ -290,10 +296,10 @@ static void pix_band(void *arg, unsigned band)
     }
     for (JDIMENSION by = r0; by < r1; by++) {
         const uint32_t y0 = by * DCTSIZE;
-        const uint32_t ny = jb->oh - y0 < DCTSIZE ? jb->oh - y0 : DCTSIZE;
+        const uint32_t ny = block_span(jb->oh, y0);
         for (JDIMENSION bx = 0; bx < jb->bw; bx++) {
             const uint32_t x0 = bx * DCTSIZE;
-            const uint32_t nx = jb->ow - x0 < DCTSIZE ? jb->ow - x0 : DCTSIZE;
+            const uint32_t nx = block_span(jb->ow, x0);
             v8i px[DCTSIZE];
             block_decode(jb->rows[by][bx], q, mrow, jb->dm.mt, px);
             for (uint32_t y = 0; y < ny; y++) {
@@ -316,23 +322,12 @@ static ct_status coef_pixels(ct_ctx *ctx, const char *name, struct jpeg_decompre
     if (qt == NULL) {
         return ct_fail(ctx, CT_ERR_FORMAT, "%s: JPEG has no usable quantisation table", name);
     }
-    pix_job *jb = ct_calloc(ctx, 1, sizeof *jb);
-    if (jb == NULL) {
-        return CT_ERR_NOMEM;
-    }
-    jb->rows = rows;
-    jb->bw = bw;
-    jb->bh = bh;
+    pix_job jb = {rows, bw, bh, {0}, out, stride, ow, oh, {{{0}}, {{0}}}};
     for (int i = 0; i < DCTSIZE2; i++) {
-        jb->q[i] = (float)qt->quantval[i];
+        jb.q[i] = (float)qt->quantval[i];
     }
-    jb->out = out;
-    jb->stride = stride;
-    jb->ow = ow;
-    jb->oh = oh;
-    dct_mat_init(&jb->dm);
-    ct_parallel(COEF_BANDS, ct_image_threads(), pix_band, jb);
-    free(jb);
+    dct_mat_init(&jb.dm);
+    ct_parallel(COEF_BANDS, ct_image_threads(), pix_band, &jb);
     return CT_OK;
 }
 
@@ -367,10 +362,10 @@ static void coef_band(void *arg, unsigned band)
 
     for (JDIMENSION by = r0; by < r1; by++) {
         const uint32_t y0 = by * DCTSIZE;
-        const uint32_t ny = jb->h - y0 < DCTSIZE ? jb->h - y0 : DCTSIZE;
+        const uint32_t ny = block_span(jb->h, y0);
         for (JDIMENSION bx = 0; bx < jc->ybw; bx++) {
             const uint32_t x0 = bx * DCTSIZE;
-            const uint32_t nx = jb->w - x0 < DCTSIZE ? jb->w - x0 : DCTSIZE;
+            const uint32_t nx = block_span(jb->w, x0);
             /* The change in this block; none past the image's edge. */
             v8f d[DCTSIZE], t[DCTSIZE], f[DCTSIZE];
             for (uint32_t y = 0; y < DCTSIZE; y++) {
@@ -443,18 +438,9 @@ ct_status med_jpeg_coef_add(ct_ctx *ctx, med_image *img, float *delta, unsigned 
     if (img == NULL || img->coef == NULL || img->coef->yrows == NULL || delta == NULL) {
         return ct_fail(ctx, CT_ERR_MISUSE, "med_jpeg_coef_add: no coefficients");
     }
-    coef_job *jb = ct_calloc(ctx, 1, sizeof *jb);
-    if (jb == NULL) {
-        return CT_ERR_NOMEM;
-    }
-    jb->jc = img->coef;
-    jb->delta = delta;
-    jb->pix = img->pix;
-    jb->w = img->w;
-    jb->h = img->h;
-    dct_mat_init(&jb->dm);
-    ct_parallel(COEF_BANDS, threads, coef_band, jb);
-    free(jb);
+    coef_job jb = {img->coef, delta, img->pix, img->w, img->h, {{{0}}, {{0}}}};
+    dct_mat_init(&jb.dm);
+    ct_parallel(COEF_BANDS, threads, coef_band, &jb);
     return CT_OK;
 }
 
@@ -1000,10 +986,13 @@ ct_status med_jpeg_write(ct_ctx *ctx, const med_image *img, const char *path, in
     wr->ctx = ctx;
     wr->img = img;
     wr->quality = quality;
-    /* One RGB scanline, or for Y'CbCr planes one iMCU row of Y. */
-    wr->row = img->ycc ? ct_mallocarray(ctx, img->plane_w[0], 2 * DCTSIZE)
-                       : ct_mallocarray(ctx, img->w, 3);
-    if (wr->row == NULL) {
+    /* One RGB scanline, or for Y'CbCr planes one iMCU row of Y; none for
+     * coefficients. */
+    if (img->coef == NULL) {
+        wr->row = img->ycc ? ct_mallocarray(ctx, img->plane_w[0], 2 * DCTSIZE)
+                           : ct_mallocarray(ctx, img->w, 3);
+    }
+    if (img->coef == NULL && wr->row == NULL) {
         st = CT_ERR_NOMEM;
         goto done;
     }

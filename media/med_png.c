@@ -687,7 +687,9 @@ done:
     return rc;
 }
 
-/* After png_write_info: the image data, the chunks that go after it, IEND. */
+/* After png_write_info: the image data, the chunks that go after it, IEND.
+ * In one piece by libdeflate (write_whole) up to whole_max bytes of
+ * filtered rows, in zlib segments above. */
 static int write_segmented(png_wr *wr)
 {
     const med_image *img = wr->img;
