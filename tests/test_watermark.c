@@ -1117,6 +1117,98 @@ static void test_quality(ct_ctx *ctx)
     }
 }
 
+/* wm_quality against the definition, in double, pixel by pixel: PSNR of
+ * the seen change over the seen pixels, mean SSIM over the 8x8 windows
+ * (stride 8) with a pixel seen, of a = al y + (1 - al) 128 against a + al
+ * delta. Odd sizes (columns and rows outside every window count for the
+ * PSNR only), with and without alpha, flat windows (variance 0), and a
+ * thread count that splits bands. */
+static void quality_reference(const wm_plane *pl, const float *delta, double *psnr, double *ssim)
+{
+    const uint32_t w = pl->w, h = pl->h;
+    double se = 0, n = 0, acc = 0, nw = 0;
+    for (size_t i = 0; i < (size_t)w * h; i++) {
+        double al = pl->weight != NULL ? pl->weight[i] : 1.0;
+        if (al > 0) {
+            se += (al * delta[i]) * (al * delta[i]);
+            n++;
+        }
+    }
+    for (uint32_t by = 0; by + 8 <= h; by += 8) {
+        for (uint32_t bx = 0; bx + 8 <= w; bx += 8) {
+            double sx = 0, sy = 0, sxx = 0, syy = 0, sxy = 0, vis = 0;
+            for (uint32_t yy = by; yy < by + 8; yy++) {
+                for (uint32_t xx = bx; xx < bx + 8; xx++) {
+                    size_t i = (size_t)yy * w + xx;
+                    double al = pl->weight != NULL ? pl->weight[i] : 1.0;
+                    double a = al * pl->y[i] + (1 - al) * 128.0, b = a + al * delta[i];
+                    sx += a;
+                    sy += b;
+                    sxx += a * a;
+                    syy += b * b;
+                    sxy += a * b;
+                    vis += al > 0 ? 1 : 0;
+                }
+            }
+            if (vis == 0) {
+                continue;
+            }
+            double mx = sx / 64, my = sy / 64;
+            double vx = sxx / 64 - mx * mx, vy = syy / 64 - my * my, cxy = sxy / 64 - mx * my;
+            acc += ((2 * mx * my + 6.5025) * (2 * cxy + 58.5225)) /
+                   ((mx * mx + my * my + 6.5025) * (vx + vy + 58.5225));
+            nw++;
+        }
+    }
+    *psnr = se == 0 || n == 0 ? 99.0 : 10.0 * log10(65025.0 / (se / n));
+    *ssim = nw == 0 ? 1.0 : acc / nw;
+}
+
+static void test_quality_reference(void)
+{
+    static const uint32_t dims[][2] = {{1, 1}, {7, 9}, {64, 64}, {203, 77}, {640, 481}};
+    uint64_t s = 0x9e3779b97f4a7c15u;
+    for (size_t k = 0; k < sizeof dims / sizeof dims[0]; k++) {
+        const uint32_t w = dims[k][0], h = dims[k][1];
+        const size_t n = (size_t)w * h;
+        float *y = malloc(n * sizeof *y), *d = malloc(n * sizeof *d), *wt = malloc(n * sizeof *wt);
+        CHECK(y != NULL && d != NULL && wt != NULL);
+        if (y == NULL || d == NULL || wt == NULL) {
+            free(y);
+            free(d);
+            free(wt);
+            return;
+        }
+        for (size_t i = 0; i < n; i++) {
+            s = s * 6364136223846793005u + 1442695040888963407u;
+            uint32_t r = (uint32_t)(s >> 33);
+            /* the left half flat (a fill), the right half random; the
+             * change up to +-6 levels, in quarters; alpha 0, partial, 1 */
+            y[i] = (i % w) < w / 2 ? 200.0f : (float)(r % 256);
+            d[i] = (float)((int)((r >> 8) % 49) - 24) * 0.25f;
+            wt[i] = (float)((r >> 16) % 5) / 4.0f;
+        }
+        for (int alpha = 0; alpha < 2; alpha++) {
+            wm_plane pl = {w, h, y, NULL, NULL, alpha ? wt : NULL, false, 3};
+            double p = 0, q = 0, pr = 0, qr = 0;
+            wm_quality(&pl, d, &p, &q);
+            quality_reference(&pl, d, &pr, &qr);
+            CHECK(fabs(p - pr) < 1e-4);
+            CHECK(fabs(q - qr) < 1e-6);
+        }
+        /* no change at all: 99 dB and an SSIM of 1 */
+        memset(d, 0, n * sizeof *d);
+        wm_plane pl = {w, h, y, NULL, NULL, wt, false, 2};
+        double p = 0, q = 0;
+        wm_quality(&pl, d, &p, &q);
+        CHECK(p == 99.0);
+        CHECK(fabs(q - 1.0) < 1e-12);
+        free(y);
+        free(d);
+        free(wt);
+    }
+}
+
 /* ---- allocation failure ----------------------------------------------------------------- */
 
 static void test_faults(ct_ctx *ctx)
@@ -1289,6 +1381,7 @@ int main(int argc, char **argv)
     test_mask(ctx);
     printf("mask: %.2f s\n", now_s() - t);
     t = now_s();
+    test_quality_reference();
     test_quality(ctx);
     printf("quality: %.2f s\n", now_s() - t);
     t = now_s();

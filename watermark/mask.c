@@ -227,84 +227,127 @@ typedef struct quality_job {
     size_t n[WM_BANDS], nw[WM_BANDS];
 } quality_job;
 
-/* One band of whole 8-row blocks (the last band also takes the rows past
- * the last whole block, for the PSNR). The sums run in lanes (8 pixels
- * side by side, added up at the end), which vectorise: a single double
- * accumulator is a chain of dependent adds, 4 cycles a pixel. */
+/* One 8x8 window's sums in float lanes, one lane a column (GCC vector
+ * extensions: the lanes stay in registers): the seen original a, its seen
+ * change d = al delta, and whether each pixel is seen. b = a + d is never
+ * formed: its moments follow from these, and the small d terms keep their
+ * own precision instead of being cancelled out of b^2. */
+typedef float qv8 __attribute__((vector_size(32)));
+enum { Q_A, Q_AA, Q_D, Q_DD, Q_AD, Q_VIS, Q_N };
+
+static inline __attribute__((always_inline)) void qwin_sum(const float *y, const float *delta,
+                                                           const float *wt, size_t w,
+                                                           qv8 q[Q_N])
+{
+    const qv8 zero = {0}, one = zero + 1.0f;
+    qv8 sa = zero, saa = zero, sd = zero, sdd = zero, sad = zero, vis = zero;
+    for (int r = 0; r < 8; r++) {
+        const size_t o = (size_t)r * w;
+        qv8 a, d, al = one;
+        memcpy(&a, y + o, sizeof a);
+        memcpy(&d, delta + o, sizeof d);
+        if (wt != NULL) {
+            memcpy(&al, wt + o, sizeof al);
+            a = al * a + (one - al) * BACKDROP;
+            d = al * d;
+            /* a vector compare is -1 where true */
+            vis -= __builtin_convertvector(al > zero, qv8);
+        } else {
+            vis += one;
+        }
+        sa += a;
+        saa += a * a;
+        sd += d;
+        sdd += d * d;
+        sad += a * d;
+    }
+    q[Q_A] = sa;
+    q[Q_AA] = saa;
+    q[Q_D] = sd;
+    q[Q_DD] = sdd;
+    q[Q_AD] = sad;
+    q[Q_VIS] = vis;
+}
+
+/* The window's SSIM from its sums (in double): with b = a + d,
+ * var b = var a + 2 cov(a,d) + var d and cov(a,b) = var a + cov(a,d).
+ * Also hands back the window's seen change energy and seen count. */
+static double qwin_ssim(const qv8 q[Q_N], double *sdd, double *vis)
+{
+    const double c1 = 6.5025, c2 = 58.5225;
+    double t[Q_N] = {0};
+    for (int k = 0; k < Q_N; k++) {
+        for (int c = 0; c < 8; c++) {
+            t[k] += q[k][c];
+        }
+    }
+    *sdd = t[Q_DD];
+    *vis = t[Q_VIS];
+    if (t[Q_VIS] == 0) {
+        return 0.0; /* nothing seen: the caller skips the window */
+    }
+    double ma = t[Q_A] / 64, md = t[Q_D] / 64, mb = ma + md;
+    double va = fmax(t[Q_AA] / 64 - ma * ma, 0.0), vd = fmax(t[Q_DD] / 64 - md * md, 0.0);
+    double cad = t[Q_AD] / 64 - ma * md;
+    double vb = va + 2 * cad + vd, cab = va + cad;
+    return ((2 * ma * mb + c1) * (2 * cab + c2)) / ((ma * ma + mb * mb + c1) * (va + vb + c2));
+}
+
+/* The seen change and count of the pixels outside every whole window:
+ * the columns past the last whole one, over rows [r0, r1). */
+static void quality_rest(const wm_plane *pl, const float *delta, uint32_t x0, uint32_t r0,
+                         uint32_t r1, double *se, double *n)
+{
+    const float *wt = pl->weight;
+    for (uint32_t r = r0; r < r1; r++) {
+        for (uint32_t x = x0; x < pl->w; x++) {
+            const size_t i = (size_t)r * pl->w + x;
+            double al = wt != NULL ? wt[i] : 1.0;
+            double d = al * delta[i];
+            *se += d * d;
+            *n += al > 0.0 ? 1.0 : 0.0;
+        }
+    }
+}
+
+/* One band of whole 8-row blocks; the last band also takes the rows past
+ * the last whole block, for the PSNR, whose sums come out of the windows'
+ * (an unseen pixel's d is 0). Mean SSIM over 8x8 windows with stride 8
+ * (Wang et al. use an 11x11 Gaussian; this is the common fast
+ * approximation). */
 CT_SIMD_CLONES
 static void quality_band(void *arg, unsigned band)
 {
     quality_job *jb = arg;
     const wm_plane *pl = jb->pl;
     const float *delta = jb->delta, *wt = pl->weight;
-    const uint32_t w = pl->w, h = pl->h, nbr = h / 8;
+    const uint32_t w = pl->w, h = pl->h, nbr = h / 8, wx = w / 8 * 8;
     const uint32_t b0 = (uint32_t)((uint64_t)nbr * band / WM_BANDS);
     const uint32_t b1 = (uint32_t)((uint64_t)nbr * (band + 1) / WM_BANDS);
-    const uint32_t r1 = band + 1 == WM_BANDS ? h : 8 * b1;
-    const size_t i0 = (size_t)8 * b0 * w, i1 = (size_t)r1 * w;
-    double sel[8] = {0}, nl[8] = {0};
-    size_t i = i0;
-    for (; i + 8 <= i1; i += 8) {
-        for (int l = 0; l < 8; l++) {
-            double al = wt != NULL ? wt[i + l] : 1.0;
-            double ds = al * delta[i + l];
-            sel[l] += al > 0.0 ? ds * ds : 0.0;
-            nl[l] += al > 0.0 ? 1.0 : 0.0;
-        }
-    }
-    for (; i < i1; i++) {
-        double al = wt != NULL ? wt[i] : 1.0;
-        double ds = al * delta[i];
-        sel[0] += al > 0.0 ? ds * ds : 0.0;
-        nl[0] += al > 0.0 ? 1.0 : 0.0;
-    }
-    double se = 0, nd = 0;
-    for (int l = 0; l < 8; l++) {
-        se += sel[l];
-        nd += nl[l];
-    }
-    /* Mean SSIM over 8x8 windows with stride 8 (Wang et al. use an 11x11
-     * Gaussian; this is the common fast approximation), each window's sums
-     * by column. */
-    const double c1 = 6.5025, c2 = 58.5225;
-    double acc = 0;
+    double se = 0, nd = 0, acc = 0;
     size_t nw = 0;
     for (uint32_t by = 8 * b0; by < 8 * b1; by += 8) {
-        for (uint32_t bx = 0; bx + 8 <= w; bx += 8) {
-            double sx[8] = {0}, sy[8] = {0}, sxx[8] = {0}, syy[8] = {0}, sxy[8] = {0};
-            double vis[8] = {0};
-            for (uint32_t yy = by; yy < by + 8; yy++) {
-                const size_t r = (size_t)yy * w + bx;
-                for (int c = 0; c < 8; c++) {
-                    /* What is seen: over the mask's backdrop with alpha. */
-                    double al = wt != NULL ? wt[r + c] : 1.0;
-                    double a = al * pl->y[r + c] + (1.0 - al) * BACKDROP;
-                    double b = a + al * delta[r + c];
-                    vis[c] += al > 0.0 ? 1.0 : 0.0;
-                    sx[c] += a;
-                    sy[c] += b;
-                    sxx[c] += a * a;
-                    syy[c] += b * b;
-                    sxy[c] += a * b;
-                }
+        for (uint32_t bx = 0; bx < wx; bx += 8) {
+            const size_t i = (size_t)by * w + bx;
+            qv8 q[Q_N];
+            if (wt != NULL) {
+                qwin_sum(pl->y + i, delta + i, wt + i, w, q);
+            } else {
+                qwin_sum(pl->y + i, delta + i, NULL, w, q);
             }
-            double tx = 0, ty = 0, txx = 0, tyy = 0, txy = 0, tv = 0;
-            for (int c = 0; c < 8; c++) {
-                tx += sx[c];
-                ty += sy[c];
-                txx += sxx[c];
-                tyy += syy[c];
-                txy += sxy[c];
-                tv += vis[c];
+            double sdd, vis;
+            double s = qwin_ssim(q, &sdd, &vis);
+            se += sdd;
+            nd += vis;
+            if (vis > 0) {
+                acc += s;
+                nw++;
             }
-            if (tv == 0) {
-                continue;
-            }
-            double mx = tx / 64, my = ty / 64;
-            double vx = txx / 64 - mx * mx, vy = tyy / 64 - my * my, cxy = txy / 64 - mx * my;
-            acc += ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2));
-            nw++;
         }
+    }
+    quality_rest(pl, delta, wx, 8 * b0, 8 * b1, &se, &nd);
+    if (band + 1 == WM_BANDS) {
+        quality_rest(pl, delta, 0, 8 * nbr, h, &se, &nd);
     }
     jb->se[band] = se;
     jb->n[band] = (size_t)nd;
