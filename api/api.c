@@ -465,7 +465,7 @@ ct_status ct_embed_file(ct_ctx *ctx, const char *vendor, const char *input, cons
     bool split = png_out && med_depth(img) == 8 && med_channels(img) >= 3;
     wm_plane wp = {w, h, pl.y, pl.up, pl.down, pl.wt, med_depth(img) == 16 || split,
                    ct_image_threads()};
-    wm_embed_params prm = {strength, serial};
+    wm_embed_params prm = {.strength = strength, .serial = serial};
     st = wm_embed(ctx, &wp, sync_key, vkey, &prm, delta);
     if (st != CT_OK) {
         goto done;

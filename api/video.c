@@ -207,7 +207,16 @@ static ct_status mark_frame(void *opaque, const med_vframe *f, float *delta)
     /* Rooms are left to media, which clips to the code range as it
      * rounds: video Y' has headroom above white and below black. */
     wm_plane wp = {f->w, f->h, f->y, NULL, NULL, NULL, false, 1};
-    ct_status st = wm_embed(NULL, &wp, m->sync_key, m->vkey, &m->prm, delta);
+    /* The tile moves with the picture's pan (media's estimate): on a
+     * panning shot the encoder's motion compensation then carries the
+     * mark from frame to frame instead of coding it again in every one
+     * (x264 on the kid clip: 1.1x the CPU of the unmarked clip, against
+     * 2.2x for a tile fixed to the frame). Each frame still holds the
+     * whole tile, so a frame alone is found as before. */
+    wm_embed_params prm = m->prm;
+    prm.shift_x = f->pan_x;
+    prm.shift_y = f->pan_y;
+    ct_status st = wm_embed(NULL, &wp, m->sync_key, m->vkey, &prm, delta);
     if (st != CT_OK) {
         return st;
     }
@@ -446,8 +455,8 @@ ct_status ct_embed_video(ct_ctx *ctx, const char *vendor, const char *input, con
     if (st != CT_OK) {
         goto done;
     }
-    mark_state m = {ctx, sync_key, vkey, {strength, rec.serial}, PTHREAD_MUTEX_INITIALIZER, 0, 0,
-                    0};
+    mark_state m = {ctx, sync_key, vkey, {.strength = strength, .serial = rec.serial},
+                    PTHREAD_MUTEX_INITIALIZER, 0, 0, 0};
     if (seq) {
         st = embed_sequence(ctx, input, tmp, &nm, &m, &rec, out);
         if (st != CT_OK) {
@@ -504,9 +513,10 @@ done:
 
 /* ---- verification ------------------------------------------------------------ */
 
-/* The mark is the same tile at the same place in every frame. Three ways
- * of adding frames up, tried in turn (each try is counted in the
- * false-positive probability):
+/* Every frame carries the whole tile: at the same place on a still shot,
+ * moved with the picture on a pan (the embedder follows the pan; a frame
+ * alone is found wherever its tile sits). Three ways of adding frames up,
+ * tried in turn (each try is counted in the false-positive probability):
  *
  *  1. Key-frame heads. A re-encoded leak keeps the mark best in its key
  *     frames: the encoder's motion compensation then copies it along with
@@ -527,6 +537,9 @@ done:
  *     nothing.
  *  3. The plain average of the frames (the mark stays at full strength,
  *     what moves blurs away): best when the clip was hardly compressed.
+ *  2 and 3 add up a mark that stays put: on a still shot, or when the
+ *  picture moves but not the camera. On a pan the mark travels with the
+ *  picture and 1 carries the evidence.
  *
  * The whitened sums are handed to vfy_detect as a picture: scaled to an
  * RMS of WHITE_RMS around mid-grey, where its own whitening is close to

@@ -309,6 +309,8 @@ struct vt {
     int64_t last_pts;
     double se;      /* squared luma change, 8-bit levels */
     double t_start, t_last_progress;
+    med_motion *mo;       /* the picture's pan, frame to frame (main thread) */
+    double pan_x, pan_y; /* summed */
     pool pl;
 };
 
@@ -641,8 +643,20 @@ static ct_status submit_frame(vt *t, AVFrame *f)
     s->depth = t->in.depth;
     s->se = 0;
     s->st = CT_OK;
-    s->vf = (med_vframe){t->in.w, t->in.h, NULL, t->submitted, vin_time(&t->in, pts),
-                         t->in.duration, t->in.fps, vin_is_key(s->in)};
+    /* Here, in decode order: each frame's pan sums the shifts before it. */
+    double dx, dy;
+    med_motion_push(t->mo, s->in->data[0], s->in->linesize[0], t->in.depth, &dx, &dy);
+    t->pan_x += dx;
+    t->pan_y += dy;
+    s->vf = (med_vframe){.w = t->in.w,
+                         .h = t->in.h,
+                         .index = t->submitted,
+                         .time = vin_time(&t->in, pts),
+                         .duration = t->in.duration,
+                         .fps = t->in.fps,
+                         .key = vin_is_key(s->in),
+                         .pan_x = t->pan_x,
+                         .pan_y = t->pan_y};
     t->submitted++;
     pthread_mutex_lock(&p->mu);
     s->state = SLOT_QUEUED;
@@ -898,7 +912,10 @@ ct_status med_video_transcode(ct_ctx *ctx, const char *input, const char *output
         goto done;
     }
     header = true;
-    st = pool_start(&t, mark_threads(opts));
+    st = med_motion_new(ctx, t.in.w, t.in.h, &t.mo);
+    if (st == CT_OK) {
+        st = pool_start(&t, mark_threads(opts));
+    }
     if (st != CT_OK) {
         goto done;
     }
@@ -986,6 +1003,7 @@ ct_status med_video_transcode(ct_ctx *ctx, const char *input, const char *output
     }
 done:
     pool_stop(&t.pl);
+    med_motion_free(t.mo);
     if (header && t.oc != NULL && t.oc->pb != NULL) {
         (void)av_write_trailer(t.oc); /* lets the muxer free what it holds */
     }
@@ -1039,8 +1057,14 @@ static ct_status scan_frames(vs *s, AVFrame *f)
         if (k % s->stride == 0) {
             ct_status st = vin_luma(s->ctx, &s->in, f);
             if (st == CT_OK) {
-                med_vframe vf = {s->in.w, s->in.h, s->in.y, k, tm, s->in.duration, s->in.fps,
-                                 vin_is_key(f)};
+                med_vframe vf = {.w = s->in.w,
+                                 .h = s->in.h,
+                                 .y = s->in.y,
+                                 .index = k,
+                                 .time = tm,
+                                 .duration = s->in.duration,
+                                 .fps = s->in.fps,
+                                 .key = vin_is_key(f)};
                 st = s->fn(s->opaque, &vf);
             }
             if (st != CT_OK) {

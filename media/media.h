@@ -167,6 +167,18 @@ void med_libav_quiet(void);
  * the code value itself, 10/12-bit formats the code value / 4 (/ 16), so
  * the mark is computed on the same scale whatever the depth. Borrowed:
  * valid during the callback only. */
+/* The picture's global translation from one frame to the next (see
+ * med_motion.c). med_motion_push takes each frame's luma plane (8-bit
+ * samples, or 16-bit ones of `depth` bits) in order and gives the shift
+ * from the previous frame, in pixels: 0 for the first frame, a still shot,
+ * a cut, or no clear global motion. Frames under 192 pixels a side always
+ * give 0. */
+typedef struct med_motion med_motion;
+ct_status med_motion_new(ct_ctx *ctx, uint32_t w, uint32_t h, med_motion **out);
+void med_motion_free(med_motion *m);
+void med_motion_push(med_motion *m, const uint8_t *y, ptrdiff_t stride, int depth, double *dx,
+                     double *dy);
+
 typedef struct med_vframe {
     uint32_t w, h;
     const float *y;
@@ -176,6 +188,11 @@ typedef struct med_vframe {
     double fps;       /* the stream's frame rate; 0 unknown */
     bool key;         /* a key (intra) frame: a re-encoded leak keeps the mark
                          best there, before motion compensation smears it */
+    double pan_x, pan_y; /* embedding: how far the picture has moved since the
+                            first frame, pixels (med_motion, summed); 0 on a
+                            still shot. A mark placed with it moves with the
+                            picture, which the encoder's motion compensation
+                            then carries for free. */
 } med_vframe;
 
 /* Embed callback: fill delta (w*h floats, 8-bit luma levels) with the change

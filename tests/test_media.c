@@ -4,6 +4,7 @@
 #include "testutil.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1381,6 +1382,183 @@ static void test_alloc_failures(ct_ctx *ctx)
     }
 }
 
+/* ---- the picture's pan (med_motion) ---- */
+
+/* A smooth random picture, a sum of waves, so that any shift (whole or
+ * not) of it is exact: frame k shows it moved by k (vx, vy). 8-bit, or
+ * 10-bit in 16-bit samples. */
+typedef struct wave {
+    double fx, fy, ph, a;
+} wave;
+
+static void pan_frame(const wave *wv, int nw, uint32_t w, uint32_t h, double ox, double oy,
+                      int depth, uint8_t *out)
+{
+    for (uint32_t y = 0; y < h; y++) {
+        for (uint32_t x = 0; x < w; x++) {
+            double v = 128;
+            for (int k = 0; k < nw; k++) {
+                v += wv[k].a * cos(2 * M_PI * (wv[k].fx * (x - ox) + wv[k].fy * (y - oy)) + wv[k].ph);
+            }
+            v = v < 0 ? 0 : v > 255 ? 255 : v;
+            if (depth == 8) {
+                out[(size_t)y * w + x] = (uint8_t)lrint(v);
+            } else {
+                ((uint16_t *)out)[(size_t)y * w + x] = (uint16_t)lrint(v * 4);
+            }
+        }
+    }
+}
+
+static void test_motion(ct_ctx *ctx)
+{
+    const uint32_t w = 640, h = 360;
+    wave wv[24];
+    uint64_t s = 12345;
+    for (int k = 0; k < 24; k++) {
+        double r[4];
+        for (int i = 0; i < 4; i++) {
+            s = s * 6364136223846793005u + 1442695040888963407u;
+            r[i] = (double)(s >> 11) / 9007199254740992.0;
+        }
+        /* directions at random, frequencies 0.005..0.12 cycles a pixel,
+         * amplitudes falling as 1/f as in natural pictures */
+        double fr = 0.005 * pow(24.0, r[0]), an = 2 * M_PI * r[1];
+        wv[k] = (wave){fr * cos(an), fr * sin(an), 2 * M_PI * r[2], (0.3 + r[3]) * 0.3 / fr};
+    }
+    uint8_t *f = malloc((size_t)w * h * 2), *g = malloc((size_t)w * h * 2);
+    CHECK(f != NULL && g != NULL);
+    if (f == NULL || g == NULL) {
+        free(f);
+        free(g);
+        return;
+    }
+    static const double vel[][2] = {{3.3, -1.7}, {-1.95, 0.25}, {0.5, 0.0}, {-17.6, 9.4}};
+    for (int depth = 8; depth <= 10; depth += 2) {
+        const ptrdiff_t stride = (ptrdiff_t)w * (depth == 8 ? 1 : 2);
+        for (size_t c = 0; c < sizeof vel / sizeof vel[0]; c++) {
+            med_motion *m = NULL;
+            CHECK_ST(med_motion_new(ctx, w, h, &m), CT_OK);
+            if (m == NULL) {
+                continue;
+            }
+            double worst = 0, dx, dy;
+            for (int k = 0; k < 5; k++) {
+                pan_frame(wv, 24, w, h, k * vel[c][0], k * vel[c][1], depth, f);
+                med_motion_push(m, f, stride, depth, &dx, &dy);
+                if (k == 0) {
+                    CHECK(dx == 0 && dy == 0); /* nothing to compare with */
+                } else {
+                    worst = fmax(worst, fmax(fabs(dx - vel[c][0]), fabs(dy - vel[c][1])));
+                }
+            }
+            printf("  pan (%.2f, %.2f) px/frame at %d bits: worst error %.3f px\n", vel[c][0],
+                   vel[c][1], depth, worst);
+            CHECK(worst < 0.4); /* the level-1 grid is 2 px: a fifth of it */
+            /* The same frame again: exactly no motion (a still shot must
+             * not drift). */
+            med_motion_push(m, f, stride, depth, &dx, &dy);
+            CHECK(dx == 0 && dy == 0);
+            /* A cut to unrelated noise, and noise after noise: none. */
+            for (int cut = 0; cut < 2; cut++) {
+                for (size_t i = 0; i < (size_t)w * h; i++) {
+                    s = s * 6364136223846793005u + 1442695040888963407u;
+                    if (depth == 8) {
+                        f[i] = (uint8_t)(s >> 56);
+                    } else {
+                        ((uint16_t *)f)[i] = (uint16_t)(s >> 54);
+                    }
+                }
+                med_motion_push(m, f, stride, depth, &dx, &dy);
+                CHECK(dx == 0 && dy == 0);
+            }
+            med_motion_free(m);
+        }
+    }
+    /* A shift past the search range is not reported as some other one. */
+    {
+        med_motion *m = NULL;
+        CHECK_ST(med_motion_new(ctx, w, h, &m), CT_OK);
+        double dx = 0, dy = 0;
+        if (m != NULL) {
+            pan_frame(wv, 24, w, h, 0, 0, 8, f);
+            med_motion_push(m, f, w, 8, &dx, &dy);
+            pan_frame(wv, 24, w, h, 90, 0, 8, g);
+            med_motion_push(m, g, w, 8, &dx, &dy);
+            CHECK(dx == 0 || fabs(dx - 90) < 0.25);
+            med_motion_free(m);
+        }
+    }
+    /* Too small a frame to tell: always 0. */
+    {
+        med_motion *m = NULL;
+        CHECK_ST(med_motion_new(ctx, 160, 120, &m), CT_OK);
+        double dx = 1, dy = 1;
+        if (m != NULL) {
+            pan_frame(wv, 24, 160, 120, 0, 0, 8, f);
+            med_motion_push(m, f, 160, 8, &dx, &dy);
+            pan_frame(wv, 24, 160, 120, 3, 2, 8, f);
+            med_motion_push(m, f, 160, 8, &dx, &dy);
+            CHECK(dx == 0 && dy == 0);
+            med_motion_free(m);
+        }
+    }
+    free(f);
+    free(g);
+}
+
+/* The pan media hands the mark, on a real clip: the kid clip's backdrop
+ * pans about 1.93 pixels a frame to the left and steps 2 pixels down now
+ * and then, about 43 over the clip (a full-size search by hand, outside
+ * celtrace); the mark callback only records. */
+typedef struct pan_rec {
+    pthread_mutex_t mu;
+    double x[256], y[256];
+    uint64_t n;
+} pan_rec;
+
+static ct_status pan_cb(void *opaque, const med_vframe *f, float *delta)
+{
+    pan_rec *r = opaque;
+    memset(delta, 0, (size_t)f->w * f->h * sizeof *delta);
+    pthread_mutex_lock(&r->mu);
+    if (f->index < 256) {
+        r->x[f->index] = f->pan_x;
+        r->y[f->index] = f->pan_y;
+        r->n = f->index + 1 > r->n ? f->index + 1 : r->n;
+    }
+    pthread_mutex_unlock(&r->mu);
+    return CT_OK;
+}
+
+static void test_video_pan(ct_ctx *ctx)
+{
+    pan_rec r = {.mu = PTHREAD_MUTEX_INITIALIZER};
+    char out[4200];
+    snprintf(out, sizeof out, "%s/pan.mp4", tu_tmpdir("media"));
+    med_video_opts o = {.preset = "ultrafast", .crf = 35};
+    CHECK_ST(med_video_transcode(ctx, tu_sample("video/clip_kid_dune_1920x1080_h264_aac.mp4"), out,
+                                 out, &o, pan_cb, &r, NULL),
+             CT_OK);
+    CHECK(r.n == 192);
+    if (r.n < 2) {
+        return;
+    }
+    CHECK(r.x[0] == 0 && r.y[0] == 0);
+    size_t near = 0;
+    for (uint64_t i = 1; i < r.n; i++) {
+        near += fabs(r.x[i] - r.x[i - 1] + 1.95) < 0.3 ? 1 : 0;
+    }
+    const double vx = (r.x[r.n - 1] - r.x[0]) / (double)(r.n - 1);
+    printf("  kid clip: pan %.3f px/frame across, %.1f px down over %llu frames; %zu steps "
+           "within 0.3 px of -1.95\n",
+           vx, r.y[r.n - 1], (unsigned long long)r.n, near);
+    CHECK(fabs(vx + 1.93) < 0.1);
+    CHECK(fabs(r.y[r.n - 1] - 43.3) < 6.0);
+    CHECK(near * 10 >= (r.n - 1) * 9);
+    remove(out);
+}
+
 int main(void)
 {
     ct_ctx *ctx = NULL;
@@ -1412,6 +1590,8 @@ int main(void)
     test_luma_threads(ctx);
     test_task();
     test_luma_speed(ctx);
+    test_motion(ctx);
+    test_video_pan(ctx);
     test_alloc_failures(ctx);
     ct_ctx_free(ctx);
     printf("  total %.0f ms\n", now_ms() - t0);

@@ -193,7 +193,7 @@ static void test_sync(ct_ctx *ctx)
         orig[i] = clamp255(128.0 + 8.0 * rng_gauss(&r));
     }
     wm_plane pl = {W, H, orig, NULL, NULL, NULL, true, 1};
-    wm_embed_params prm = {1.0, serial};
+    wm_embed_params prm = {.strength = 1.0, .serial = serial};
     CHECK_ST(wm_embed(ctx, &pl, skey, keys[1].key, &prm, delta), CT_OK);
     for (size_t i = 0; i < n; i++) {
         marked.y[i] = orig[i] + delta[i];
@@ -498,7 +498,7 @@ static void test_issued(ct_ctx *ctx)
     const double cell = WM_CELLS / (double)wm_period_for(W, H);
     const vfy_geom geom = {{{cell, 0}, {0, cell}}, 0, true};
     for (int t = 0; t < 8; t++) {
-        wm_embed_params prm = {0.08 + 0.01 * t, serial};
+        wm_embed_params prm = {.strength = 0.08 + 0.01 * t, .serial = serial};
         CHECK_ST(wm_embed(ctx, &pl, skey, keys[0].key, &prm, delta), CT_OK);
         for (size_t i = 0; i < n; i++) {
             sus[i] = clamp255(orig[i] + delta[i] + 4.0 * rng_gauss(&r));
@@ -615,7 +615,7 @@ static void test_faults(ct_ctx *ctx)
         wt[i] = (i % w) < 20 ? 0.0f : 1.0f;
     }
     wm_plane pl = {w, h, y, NULL, NULL, wt, true, 1};
-    wm_embed_params prm = {1.0, 4242};
+    wm_embed_params prm = {.strength = 1.0, .serial = 4242};
     CHECK_ST(wm_embed(ctx, &pl, skey, k.key, &prm, delta), CT_OK);
     for (size_t i = 0; i < n; i++) {
         y[i] += delta[i];
@@ -737,7 +737,7 @@ static void test_cel_figure(ct_ctx *ctx)
         }
     }
     wm_plane pl = {W, H, y, up, down, wt, true, 1};
-    wm_embed_params prm = {1.0, 0x600dcafeu};
+    wm_embed_params prm = {.strength = 1.0, .serial = 0x600dcafeu};
     CHECK_ST(wm_embed(ctx, &pl, skey, keys[1].key, &prm, d), CT_OK);
     /* Written in whole levels, then a little noise on top (a re-export). */
     rng r = {77};

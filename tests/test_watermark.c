@@ -668,7 +668,7 @@ static void test_tile(ct_ctx *ctx)
      * the budget is one constant and the change is that constant times
      * the tile at u = x * 64 / P. */
     wm_plane pl = {w, h, y, up, down, NULL, true, 1};
-    wm_embed_params prm = {1.0, serial};
+    wm_embed_params prm = {.strength = 1.0, .serial = serial};
     CHECK_ST(wm_embed(ctx, &pl, skey, vkey, &prm, delta), CT_OK);
     int P = wm_period_for(w, h);
     double sxy = 0, sxx = 0, syy = 0, sx = 0, sy = 0;
@@ -1017,7 +1017,7 @@ static void test_quality(ct_ctx *ctx)
         CHECK_ST(med_luma(ctx, img, y, up, down, wt), CT_OK);
         bool fine = med_depth(img) == 16 || cases[c].split;
         wm_plane pl = {w, h, y, up, down, wt, fine, 1};
-        wm_embed_params prm = {1.0, 0xa5a5a5a5u};
+        wm_embed_params prm = {.strength = 1.0, .serial = 0xa5a5a5a5u};
         CHECK_ST(wm_embed(ctx, &pl, skey, vkey, &prm, delta), CT_OK);
         {
             /* The same change and the same pixels on 4 threads as on 1. */
@@ -1232,7 +1232,7 @@ static void test_faults(ct_ctx *ctx)
         y[i] = (float)(100.0 + 6.0 * rng_gauss(&r));
     }
     wm_plane pl = {w, h, y, NULL, NULL, NULL, false, 1};
-    wm_embed_params prm = {1.0, 77};
+    wm_embed_params prm = {.strength = 1.0, .serial = 77};
     CHECK_ST(wm_embed(ctx, &pl, skey, vkey, &prm, ref), CT_OK);
     CHECK_ST(wm_mask(ctx, &pl, 1.0, delta), CT_OK);
     for (long k = 1; k <= 30; k++) {

@@ -12,10 +12,12 @@
 #include <sodium.h>
 
 /* Render P x P pixels of the tile: pixel x maps to cell coordinate
- * u = x * WM_CELLS / P. The sync sum is separable (cos(a+b) = cos a cos b -
- * sin a sin b), which keeps this at 2*K multiplies per pixel. */
+ * u = (x - shx) * WM_CELLS / P, the tile moved by (shx, shy) pixels (the
+ * tile is periodic, so out still repeats every P pixels). The sync sum is
+ * separable (cos(a+b) = cos a cos b - sin a sin b), which keeps this at
+ * 2*K multiplies per pixel. */
 static ct_status render_tile(ct_ctx *ctx, const int8_t chips[WM_NCELLS], const wm_sync *s, int P,
-                             float *out)
+                             double shx, double shy, float *out)
 {
     size_t n = (size_t)P * WM_SYNC_K;
     float *cx = ct_mallocarray(ctx, n, sizeof *cx);
@@ -27,13 +29,18 @@ static ct_status render_tile(ct_ctx *ctx, const int8_t chips[WM_NCELLS], const w
         st = CT_ERR_NOMEM;
         goto done;
     }
+    /* Within one period, so the cell coordinates below stay small. */
+    shx = isfinite(shx) ? fmod(shx, P) : 0.0;
+    shy = isfinite(shy) ? fmod(shy, P) : 0.0;
+    shx = shx < 0 ? shx + P : shx;
+    shy = shy < 0 ? shy + P : shy;
     double scale = (double)WM_CELLS / P;
     float norm = (float)(WM_ALPHA_SYNC / sqrt(WM_SYNC_K / 2.0));
     for (int i = 0; i < P; i++) {
-        double u = i * scale;
+        double u = (i - shx) * scale, v = (i - shy) * scale;
         for (int k = 0; k < WM_SYNC_K; k++) {
             double ax = 2.0 * M_PI * s->p[k] * u / WM_CELLS + s->phase[k];
-            double ay = 2.0 * M_PI * s->q[k] * u / WM_CELLS;
+            double ay = 2.0 * M_PI * s->q[k] * v / WM_CELLS;
             cx[(size_t)i * WM_SYNC_K + k] = (float)cos(ax);
             sx[(size_t)i * WM_SYNC_K + k] = (float)sin(ax);
             cy[(size_t)i * WM_SYNC_K + k] = (float)cos(ay);
@@ -54,12 +61,12 @@ static ct_status render_tile(ct_ctx *ctx, const int8_t chips[WM_NCELLS], const w
     /* Chips: bilinear between message cell centres. */
     double mscale = (double)WM_MCELLS / P;
     for (int y = 0; y < P; y++) {
-        double v = y * mscale;
+        double v = (y - shy) * mscale;
         double fv = floor(v);
         float b = (float)(v - fv);
         int j0 = (int)fv & (WM_MCELLS - 1), j1 = (j0 + 1) & (WM_MCELLS - 1);
         for (int x = 0; x < P; x++) {
-            double u = x * mscale;
+            double u = (x - shx) * mscale;
             double fu = floor(u);
             float a = (float)(u - fu);
             int i0 = (int)fu & (WM_MCELLS - 1), i1 = (i0 + 1) & (WM_MCELLS - 1);
@@ -298,7 +305,7 @@ ct_status wm_embed_amp(ct_ctx *ctx, const wm_plane *pl, const float *amp,
     wm_payload_make(vendor_key, prm->serial, info);
     wm_code_encode(info, coded);
     wm_chips(sp, coded, chips);
-    st = render_tile(ctx, chips, &sync, P, tile);
+    st = render_tile(ctx, chips, &sync, P, prm->shift_x, prm->shift_y, tile);
     if (st != CT_OK) {
         goto done;
     }

@@ -123,6 +123,9 @@ typedef struct wm_plane {
 typedef struct wm_embed_params {
     double strength;        /* 1.0 = default */
     uint32_t serial;
+    double shift_x, shift_y; /* the tile moved by this many pixels (pixel x
+                                shows the tile at x - shift): video frames
+                                follow the picture's pan; 0 for images */
 } wm_embed_params;
 
 /* The budget's cap in flat fills, luma levels at strength 1. */
