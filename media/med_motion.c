@@ -5,9 +5,11 @@
  * every frame for the encoder: motion compensation moves the picture and
  * the residual must put the mark back. On the kid clip (x264 medium,
  * CRF 17) the fixed mark cost x264 2.2x the CPU and 3.6x the bytes of the
- * unmarked clip; moved with the pan, about 1.6x and 1.5x, and every attack
+ * unmarked clip; moved with the pan, about 1.5x and 1.3x, and every attack
  * of issue 6 still identifies the vendor (each frame carries the whole
- * tile, only placed elsewhere).
+ * tile, only placed elsewhere). What is left is the mark's own detail,
+ * which the encoder must keep at CRF 17 (a synthetic pattern of half the
+ * mark's RMS, moved the same way, cost 1.1x).
  *
  * How: block-mean pyramids of the luma at 1/2 and 1/8 of the size; the
  * mean absolute difference searched over whole shifts at 1/8 (about +-48
