@@ -593,6 +593,16 @@ typedef struct cand {
     double z;
 } cand;
 
+/* Report candidate c's map in the verdict, with the sync z it folded to. */
+static void report_map(vfy_result *out, const cand *c, double sync_z)
+{
+    const double det = c->g.b[0][0] * c->g.b[1][1] - c->g.b[0][1] * c->g.b[1][0];
+    out->period = WM_CELLS / sqrt(fabs(det)) * (1u << c->level);
+    out->angle = atan2(c->g.b[1][0], c->g.b[1][1]) * 180.0 / M_PI;
+    out->mirrored = det < 0;
+    out->sync_z = sync_z;
+}
+
 /* The last resort when the spectrum found nothing that decodes: the map
  * the suspect has if it is the whole marked picture at any size, upright.
  * Most leaks are (re-exports, colour and level changes, flattened cels,
@@ -769,8 +779,6 @@ ct_status vfy_detect(ct_ctx *ctx, const vfy_input *in, const uint8_t sync_key[WM
             if (cands[c].z == -INFINITY) {
                 break;
             }
-            double det = cands[c].g.b[0][0] * cands[c].g.b[1][1] -
-                         cands[c].g.b[0][1] * cands[c].g.b[1][0];
             fold(L->white, L->w, L->h, &cands[c].g, fd->tile, fd->wsum);
             find_offset(fd, &sync);
             chips_of(fd, &sync, fd2->wsum, chips);
@@ -778,24 +786,16 @@ ct_status vfy_detect(ct_ctx *ctx, const vfy_input *in, const uint8_t sync_key[WM
              * once one is, the map that named it (a stronger sync that
              * decoded nothing, e.g. a rotation close to the mirror of the
              * true map, must not be reported as the leak's geometry). */
-            const double c_period = WM_CELLS / sqrt(fabs(det)) * (1u << cands[c].level);
-            const double c_angle = atan2(cands[c].g.b[1][0], cands[c].g.b[1][1]) * 180.0 / M_PI;
             const double c_z = fd->z;
             if (c_z > out->sync_z || out->period == 0) {
-                out->period = c_period;
-                out->angle = c_angle;
-                out->mirrored = det < 0;
-                out->sync_z = c_z;
+                report_map(out, &cands[c], c_z);
             }
             st = name_from(ctx, &is, chips, keys, nkeys, out);
             if (st != CT_OK) {
                 goto done;
             }
             if (out->nhits > 0) {
-                out->period = c_period;
-                out->angle = c_angle;
-                out->mirrored = det < 0;
-                out->sync_z = c_z;
+                report_map(out, &cands[c], c_z);
             }
             /* A clear sync that does not decode is often a map a little
              * off: refine it from patch offsets and try once more. */
@@ -809,12 +809,7 @@ ct_status vfy_detect(ct_ctx *ctx, const vfy_input *in, const uint8_t sync_key[WM
                     goto done;
                 }
                 if (out->nhits > 0) { /* the refined map named it */
-                    const double d2 = cands[c].g.b[0][0] * cands[c].g.b[1][1] -
-                                      cands[c].g.b[0][1] * cands[c].g.b[1][0];
-                    out->period = WM_CELLS / sqrt(fabs(d2)) * (1u << cands[c].level);
-                    out->angle = atan2(cands[c].g.b[1][0], cands[c].g.b[1][1]) * 180.0 / M_PI;
-                    out->mirrored = d2 < 0;
-                    out->sync_z = fd->z;
+                    report_map(out, &cands[c], fd->z);
                 }
             }
         }
