@@ -266,6 +266,7 @@ typedef struct slot {
     AVFrame *in;  /* the decoded frame (a reference; read only) */
     AVFrame *out; /* our own buffer: the marked picture */
     float *y, *delta;
+    float *err; /* realize's error, one per column */
     med_vframe vf;
     int64_t pts;
     int depth;
@@ -337,47 +338,71 @@ static ct_status write_packets(vt *t)
 /* Add delta to the Y plane of f (w x h, depth bits); returns the squared
  * change actually made, in 8-bit levels. The change is mostly well under
  * a level in flat areas, so plain rounding would erase it there: the
- * rounding error is carried along the row (serpentine), so the local mean
- * of the change follows delta. Each row's error starts at zero, so rows
- * are independent chains: VROWS of them go side by side (one chain is a
- * pixel every 15 or so cycles of latency), each in the order it always
- * had, so the result is the same to the bit. */
-#define VROWS 8
-static double realize(const float *delta, AVFrame *f, uint32_t w, uint32_t h, int depth)
+ * rounding error is carried down each column (err: one per column), so
+ * the local mean of the change follows delta. Columns rather than rows:
+ * a row's pixels are then independent and go through in vector lanes,
+ * a straight loop the compiler vectorises. Chains along the rows took
+ * 6.5 ms of CPU a 1080p frame, 7 % of a video embed; x264 codes either
+ * at the same cost (kid clip: 3.81 against 3.76 MB). */
+#define RMAX(a, b) ((a) > (b) ? (a) : (b))
+#define RMIN(a, b) ((a) < (b) ? (a) : (b))
+/* 8 bits: squares summed in int32 over at most this many pixels
+ * (2048 * 255^2 < 2^31); deeper pictures sum in int64. */
+#define REALIZE_CHUNK 2048u
+
+/* maxv is a parameter even at 8 bits: with the constant 255 GCC turns
+ * the clamp into branches and the loop is no longer vectorised. */
+CT_SIMD_CLONES
+static int32_t realize_run8(uint8_t *restrict px, const float *restrict d, float *restrict err,
+                            uint32_t n, float maxv)
+{
+    int32_t se = 0;
+    for (uint32_t x = 0; x < n; x++) {
+        int32_t o = px[x];
+        float v = (float)o + d[x] + err[x];
+        float q = RMIN(RMAX(rintf(v), 0.0f), maxv);
+        err[x] = RMIN(RMAX(v - q, -1.0f), 1.0f); /* clipped: do not pile up */
+        int32_t c = (int32_t)q, k = c - o;
+        px[x] = (uint8_t)c;
+        se += k * k;
+    }
+    return se;
+}
+
+CT_SIMD_CLONES
+static int64_t realize_run16(uint16_t *restrict px, const float *restrict d, float *restrict err,
+                             uint32_t n, float scale, float maxv)
+{
+    int64_t se = 0;
+    for (uint32_t x = 0; x < n; x++) {
+        int32_t o = px[x];
+        float v = (float)o + d[x] * scale + err[x];
+        float q = RMIN(RMAX(rintf(v), 0.0f), maxv);
+        err[x] = RMIN(RMAX(v - q, -1.0f), 1.0f);
+        int32_t c = (int32_t)q, k = c - o;
+        px[x] = (uint16_t)c;
+        se += (int64_t)k * k;
+    }
+    return se;
+}
+
+static double realize(const float *delta, AVFrame *f, uint32_t w, uint32_t h, int depth,
+                      float *err)
 {
     const float scale = (float)(1 << (depth - 8));
     const float maxv = (float)((1 << depth) - 1);
-    const float inv = 1.0f / scale;
-    double se = 0;
-    for (uint32_t r0 = 0; r0 < h; r0 += VROWS) {
-        const uint32_t nr = h - r0 < VROWS ? h - r0 : VROWS;
-        float e[VROWS] = {0}, rse[VROWS] = {0};
-        for (long k = 0; k < (long)w; k++) {
-            for (uint32_t j = 0; j < nr; j++) {
-                const uint32_t r = r0 + j;
-                const long x = (r & 1) != 0 ? (long)w - 1 - k : k;
-                /* 8-bit: scale and inv are 1, exact, so one body serves both */
-                uint8_t *row = f->data[0] + (ptrdiff_t)r * f->linesize[0];
-                float o = depth == 8 ? row[x] : ((const uint16_t *)row)[x];
-                float v = o + delta[(size_t)r * w + (size_t)x] * scale + e[j];
-                float q = rintf(v);
-                q = q < 0 ? 0 : q > maxv ? maxv : q;
-                float ej = v - q;
-                e[j] = ej > 1.0f ? 1.0f : ej < -1.0f ? -1.0f : ej; /* clipped: do not pile up */
-                if (depth == 8) {
-                    row[x] = (uint8_t)q;
-                } else {
-                    ((uint16_t *)row)[x] = (uint16_t)q;
-                }
-                float dd = (q - o) * inv;
-                rse[j] += dd * dd;
-            }
-        }
-        for (uint32_t j = 0; j < nr; j++) {
-            se += rse[j]; /* a row's sum is exact enough in float: whole levels */
+    int64_t se = 0;
+    memset(err, 0, (size_t)w * sizeof *err);
+    for (uint32_t y = 0; y < h; y++) {
+        uint8_t *row = f->data[0] + (ptrdiff_t)y * f->linesize[0];
+        const float *d = delta + (size_t)y * w;
+        for (uint32_t x = 0; x < w; x += REALIZE_CHUNK) {
+            uint32_t n = w - x < REALIZE_CHUNK ? w - x : REALIZE_CHUNK;
+            se += depth == 8 ? realize_run8(row + x, d + x, err + x, n, maxv)
+                             : realize_run16((uint16_t *)row + x, d + x, err + x, n, scale, maxv);
         }
     }
-    return se;
+    return (double)se / ((double)scale * scale);
 }
 
 /* One slot's work, on a worker thread: never touches libav's codecs nor
@@ -398,7 +423,7 @@ static void mark_slot(vt *t, slot *s)
         return;
     }
     av_frame_unref(s->in);
-    s->se = realize(s->delta, s->out, t->in.w, t->in.h, s->depth);
+    s->se = realize(s->delta, s->out, t->in.w, t->in.h, s->depth, s->err);
 }
 
 static void *worker(void *arg)
@@ -460,7 +485,9 @@ static ct_status pool_start(vt *t, unsigned nth)
         s->out = av_frame_alloc();
         s->y = ct_mallocarray(ctx, npix, sizeof *s->y);
         s->delta = ct_mallocarray(ctx, npix, sizeof *s->delta);
-        if (s->in == NULL || s->out == NULL || s->y == NULL || s->delta == NULL) {
+        s->err = ct_mallocarray(ctx, t->in.w, sizeof *s->err);
+        if (s->in == NULL || s->out == NULL || s->y == NULL || s->delta == NULL ||
+            s->err == NULL) {
             return ct_fail(ctx, CT_ERR_NOMEM, "%s: out of memory", t->in.name);
         }
         s->out->format = t->src_fmt;
@@ -517,6 +544,7 @@ static void pool_stop(pool *p)
         av_frame_free(&p->s[i].out);
         free(p->s[i].y);
         free(p->s[i].delta);
+        free(p->s[i].err);
     }
     free(p->s);
     p->s = NULL;

@@ -197,7 +197,7 @@ typedef struct med_vframe {
 
 /* Embed callback: fill delta (w*h floats, 8-bit luma levels) with the change
  * to add to frame f. Media adds it to the Y plane (10-bit: times 4) with
- * error diffusion along the rows and clips to the code range. Any status
+ * error diffusion down the columns and clips to the code range. Any status
  * but CT_OK stops the transcode (media writes the message: the callback
  * runs on a worker thread and must not touch a shared ct_ctx).
  * THREADS: called from several worker threads at once, each with its own

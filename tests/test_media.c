@@ -1531,6 +1531,122 @@ static ct_status pan_cb(void *opaque, const med_vframe *f, float *delta)
     return CT_OK;
 }
 
+/* The change a video frame gets is realised in whole code values with the
+ * error carried down each column: on a flat picture a sub-level change
+ * must come out as a local mean (any run of 8 pixels down a column within
+ * 1/8 level of the asked change), every pixel within a level of it, and
+ * the PSNR reported must be that of the change made. Plain rounding would
+ * leave 0.3 and 0.05 as nothing. Lossless (FFV1), at 8 and 10 bits. */
+#define RZ_W 96u
+#define RZ_H 64u
+static float rz_delta(uint32_t x, uint32_t y)
+{
+    if (y < RZ_H / 2) {
+        return x < RZ_W / 2 ? 0.3f : -0.6f;
+    }
+    return x < RZ_W / 2 ? 0.05f : 2.7f;
+}
+
+static ct_status rz_mark(void *opaque, const med_vframe *f, float *delta)
+{
+    (void)opaque;
+    for (uint32_t y = 0; y < f->h; y++) {
+        for (uint32_t x = 0; x < f->w; x++) {
+            delta[(size_t)y * f->w + x] = rz_delta(x, y);
+        }
+    }
+    return CT_OK;
+}
+
+typedef struct rz_rec {
+    bool input; /* scanning the input: keep its luma as the base */
+    float base[RZ_W * RZ_H];
+    int frames, bad_pixel, bad_run;
+    double se, n, sum[4];
+    double worst_run;
+} rz_rec;
+
+static ct_status rz_scan(void *opaque, const med_vframe *f)
+{
+    rz_rec *r = opaque;
+    if (f->w != RZ_W || f->h != RZ_H) {
+        r->bad_pixel++;
+        return CT_OK;
+    }
+    r->frames++;
+    if (r->input) {
+        memcpy(r->base, f->y, sizeof r->base);
+        return CT_OK;
+    }
+    for (uint32_t x = 0; x < RZ_W; x++) {
+        for (uint32_t y = 0; y < RZ_H; y++) {
+            size_t i = (size_t)y * RZ_W + x;
+            float d = rz_delta(x, y), c = f->y[i] - r->base[i];
+            r->bad_pixel += fabsf(c - d) < 1.0f ? 0 : 1;
+            r->sum[(y < RZ_H / 2 ? 0 : 2) + (x < RZ_W / 2 ? 0 : 1)] += c;
+            r->se += (double)c * c;
+            r->n += 1;
+            /* runs of 8 down the column inside one region */
+            if (y % (RZ_H / 2) <= RZ_H / 2 - 8) {
+                double m = 0;
+                for (uint32_t k = 0; k < 8; k++) {
+                    m += f->y[i + k * RZ_W] - r->base[i + k * RZ_W];
+                }
+                double e = fabs(m / 8 - d);
+                r->worst_run = e > r->worst_run ? e : r->worst_run;
+                r->bad_run += e <= 0.125 + 1e-4 ? 0 : 1;
+            }
+        }
+    }
+    return CT_OK;
+}
+
+static void test_video_realize(ct_ctx *ctx)
+{
+    const char *fmts[] = {"yuv420p", "yuv420p10le"};
+    for (int i = 0; i < 2; i++) {
+        char in[4200], out[4200], cmd[9000];
+        snprintf(in, sizeof in, "%s/rz_in_%d.mkv", tu_tmpdir("media"), i);
+        snprintf(out, sizeof out, "%s/rz_out_%d.mkv", tu_tmpdir("media"), i);
+        /* one flat mid-grey */
+        snprintf(cmd, sizeof cmd,
+                 "ffmpeg -nostdin -v error -y -f lavfi -i color=c=0x646464:s=%ux%u:r=24:d=0.25 "
+                 "-pix_fmt %s -c:v ffv1 '%s'",
+                 RZ_W, RZ_H, fmts[i], in);
+        if (run(cmd) != 0) {
+            CHECK(0);
+            continue;
+        }
+        med_video_opts o = {.codec = "ffv1"};
+        med_video_info info = {0};
+        CHECK_ST(med_video_transcode(ctx, in, out, out, &o, rz_mark, NULL, &info), CT_OK);
+        static rz_rec r;
+        memset(&r, 0, sizeof r);
+        r.input = true;
+        CHECK_ST(med_video_scan(ctx, in, 0, 1, rz_scan, &r, NULL), CT_OK);
+        CHECK(r.frames == 6);
+        r.input = false;
+        r.frames = 0;
+        CHECK_ST(med_video_scan(ctx, out, 0, 1, rz_scan, &r, NULL), CT_OK);
+        const double q = r.n / 4;
+        printf("  realise %s: %d frames, region means %.3f %.3f %.3f %.3f (asked 0.3 -0.6 "
+               "0.05 2.7), worst 8-run %.3f, PSNR %.3f (of the change: %.3f)\n",
+               fmts[i], r.frames, r.sum[0] / q, r.sum[1] / q, r.sum[2] / q, r.sum[3] / q,
+               r.worst_run, info.psnr_y, 10.0 * log10(255.0 * 255.0 / (r.se / r.n)));
+        CHECK(r.frames == 6 && info.frames == 6);
+        CHECK(r.bad_pixel == 0);
+        CHECK(r.bad_run == 0);
+        /* a region's column sums are off by the error left at its ends */
+        const double tol = 1.0 / (RZ_H / 2) + 1e-3;
+        CHECK(fabs(r.sum[0] / q - 0.3) < tol && fabs(r.sum[1] / q + 0.6) < tol);
+        CHECK(fabs(r.sum[2] / q - 0.05) < tol && fabs(r.sum[3] / q - 2.7) < tol);
+        const double psnr = 10.0 * log10(255.0 * 255.0 / (r.se / r.n));
+        CHECK(fabs(info.psnr_y - psnr) < 0.01);
+        remove(in);
+        remove(out);
+    }
+}
+
 static void test_video_pan(ct_ctx *ctx)
 {
     pan_rec r = {.mu = PTHREAD_MUTEX_INITIALIZER};
@@ -1591,6 +1707,7 @@ int main(void)
     test_task();
     test_luma_speed(ctx);
     test_motion(ctx);
+    test_video_realize(ctx);
     test_video_pan(ctx);
     test_alloc_failures(ctx);
     ct_ctx_free(ctx);
