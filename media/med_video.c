@@ -223,16 +223,6 @@ static void luma_of(const AVFrame *f, uint32_t w, uint32_t h, int depth, float *
     }
 }
 
-/* Check frame f and fill v->y. */
-static ct_status vin_luma(ct_ctx *ctx, vin *v, const AVFrame *f)
-{
-    ct_status st = vin_check(ctx, v, f);
-    if (st == CT_OK) {
-        luma_of(f, v->w, v->h, v->depth, v->y);
-    }
-    return st;
-}
-
 static bool vin_is_key(const AVFrame *f)
 {
     return f->key_frame != 0 || f->pict_type == AV_PICTURE_TYPE_I;
@@ -1062,6 +1052,8 @@ typedef struct vs {
     double first, last;
     bool stop;
     int errors;
+    med_motion *mo; /* every decoded frame's pan, as the embedder measures it */
+    double pan_x, pan_y;
 } vs;
 
 static ct_status scan_frames(vs *s, AVFrame *f)
@@ -1082,23 +1074,35 @@ static ct_status scan_frames(vs *s, AVFrame *f)
             av_frame_unref(f);
             return CT_OK;
         }
+        ct_status st = vin_check(s->ctx, &s->in, f);
+        if (st == CT_OK && s->mo == NULL) {
+            st = med_motion_new(s->ctx, s->in.w, s->in.h, &s->mo);
+        }
+        if (st == CT_OK) {
+            double dx, dy;
+            med_motion_push(s->mo, f->data[0], f->linesize[0], s->in.depth, &dx, &dy);
+            s->pan_x += dx;
+            s->pan_y += dy;
+        }
+        if (st == CT_OK && k % s->stride == 0) {
+            luma_of(f, s->in.w, s->in.h, s->in.depth, s->in.y);
+            med_vframe vf = {.w = s->in.w,
+                             .h = s->in.h,
+                             .y = s->in.y,
+                             .index = k,
+                             .time = tm,
+                             .duration = s->in.duration,
+                             .fps = s->in.fps,
+                             .key = vin_is_key(f),
+                             .pan_x = s->pan_x,
+                             .pan_y = s->pan_y};
+            st = s->fn(s->opaque, &vf);
+        }
+        if (st != CT_OK) {
+            av_frame_unref(f);
+            return st;
+        }
         if (k % s->stride == 0) {
-            ct_status st = vin_luma(s->ctx, &s->in, f);
-            if (st == CT_OK) {
-                med_vframe vf = {.w = s->in.w,
-                                 .h = s->in.h,
-                                 .y = s->in.y,
-                                 .index = k,
-                                 .time = tm,
-                                 .duration = s->in.duration,
-                                 .fps = s->in.fps,
-                                 .key = vin_is_key(f)};
-                st = s->fn(s->opaque, &vf);
-            }
-            if (st != CT_OK) {
-                av_frame_unref(f);
-                return st;
-            }
             if (s->given == 0) {
                 s->first = tm;
             }
@@ -1180,6 +1184,7 @@ ct_status med_video_scan(ct_ctx *ctx, const char *path, double max_seconds, unsi
 done:
     av_frame_free(&f);
     av_packet_free(&pkt);
+    med_motion_free(s.mo);
     vin_close(&s.in);
     return st;
 }

@@ -188,11 +188,12 @@ typedef struct med_vframe {
     double fps;       /* the stream's frame rate; 0 unknown */
     bool key;         /* a key (intra) frame: a re-encoded leak keeps the mark
                          best there, before motion compensation smears it */
-    double pan_x, pan_y; /* embedding: how far the picture has moved since the
-                            first frame, pixels (med_motion, summed); 0 on a
-                            still shot. A mark placed with it moves with the
-                            picture, which the encoder's motion compensation
-                            then carries for free. */
+    double pan_x, pan_y; /* how far the picture has moved since the first
+                            frame decoded, pixels (med_motion over every
+                            frame, summed); 0 on a still shot. A mark placed
+                            with it moves with the picture, which the
+                            encoder's motion compensation then carries for
+                            free; a scan undoes it to add frames up. */
 } med_vframe;
 
 /* Embed callback: fill delta (w*h floats, 8-bit luma levels) with the change

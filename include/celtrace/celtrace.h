@@ -559,10 +559,11 @@ CT_API CT_NODISCARD ct_status ct_embed_video(ct_ctx *ctx, const char *vendor, co
 /* Trace a video file or a frame-sequence folder. Decodes at most
  * max_seconds from the start (<= 0: CT_VIDEO_DEFAULT_SECONDS) and adds up
  * the evidence of the frames (every frame carries the whole mark; it
- * stays put on a still shot and moves with the picture on a pan): first
- * the whitened key frames and the frames just after them (a re-encoded
- * leak keeps the mark best there), then the whitened frames of the whole
- * span, then the plain average of the luma.
+ * stays put on a still shot and moves with the picture on a pan, so each
+ * frame is moved back by the pan measured on the leak before it is
+ * added): first the whitened key frames and the frames just after them
+ * (a re-encoded leak keeps the mark best there), then the whitened frames
+ * of the whole span, then the plain average of the luma.
  * false_positive_probability and trials count every attempt. The verdict
  * says which frames and times the evidence came from (frames_used,
  * time_first, time_last, evidence). Requires ct_unlock. Returns CT_OK
