@@ -575,7 +575,7 @@ typedef struct accum {
     uint32_t ww, wh; /* the whitened planes (halved frames when large) */
     float *sum;      /* pixel sum of all frames, aligned on the first */
     float *sum_n;    /* frames summed into each pixel of sum */
-    float *half, *run, *run_n_px, *white, *shifted;
+    float *half, *run, *run_n_px, *white;
     uint32_t run_n, run_len;
     double t_run; /* time of the current run's first frame */
     int since_key; /* frames since the last key frame; -1 before the first */
@@ -592,7 +592,6 @@ static void accum_free(accum *a)
     free(a->run);
     free(a->run_n_px);
     free(a->white);
-    free(a->shifted);
     free(a->key.sum);
     free(a->head.sum);
     free(a->runs.sum);
@@ -644,11 +643,11 @@ static void mean_of(float *sum, const float *cnt, size_t n)
     }
 }
 
-static void wsum_add(wsum *s, const float *white, size_t n, double t0, double t1)
+/* Add the whitened plane of accum a to s, moved back by (sx, sy)
+ * (whitened planes are about 0 where nothing was added). */
+static void wsum_add(const accum *a, wsum *s, double t0, double t1, long sx, long sy)
 {
-    for (size_t i = 0; i < n; i++) {
-        s->sum[i] += white[i];
-    }
+    add_shifted(s->sum, NULL, a->white, a->ww, a->wh, sx, sy);
     if (s->n == 0) {
         s->t_first = t0;
     }
@@ -656,20 +655,13 @@ static void wsum_add(wsum *s, const float *white, size_t n, double t0, double t1
     s->n++;
 }
 
-/* Whiten p and add it to s moved back by (sx, sy) (whitened planes are
- * about 0 where nothing was added). */
+/* Whiten p into a->white and add it to s moved back by (sx, sy). */
 static ct_status whiten_into(accum *a, const float *p, wsum *s, double t0, double t1, long sx,
                              long sy)
 {
     ct_status st = vfy_whiten(a->ctx, p, NULL, a->ww, a->wh, WHITE_MEAN_R, WHITE_VAR_R, a->white);
     if (st == CT_OK) {
-        if (sx == 0 && sy == 0) {
-            wsum_add(s, a->white, (size_t)a->ww * a->wh, t0, t1);
-        } else {
-            memset(a->shifted, 0, (size_t)a->ww * a->wh * sizeof *a->shifted);
-            add_shifted(a->shifted, NULL, a->white, a->ww, a->wh, sx, sy);
-            wsum_add(s, a->shifted, (size_t)a->ww * a->wh, t0, t1);
-        }
+        wsum_add(a, s, t0, t1, sx, sy);
     }
     return st;
 }
@@ -707,12 +699,11 @@ static ct_status accum_add(accum *a, const float *y, uint32_t w, uint32_t h, dou
         a->run = ct_calloc(a->ctx, nw, sizeof *a->run);
         a->run_n_px = ct_calloc(a->ctx, nw, sizeof *a->run_n_px);
         a->white = ct_mallocarray(a->ctx, nw, sizeof *a->white);
-        a->shifted = ct_mallocarray(a->ctx, nw, sizeof *a->shifted);
         a->key.sum = ct_calloc(a->ctx, nw, sizeof *a->key.sum);
         a->head.sum = ct_calloc(a->ctx, nw, sizeof *a->head.sum);
         a->runs.sum = ct_calloc(a->ctx, nw, sizeof *a->runs.sum);
         if (a->sum == NULL || a->sum_n == NULL || (halve && a->half == NULL) ||
-            a->run == NULL || a->run_n_px == NULL || a->white == NULL || a->shifted == NULL ||
+            a->run == NULL || a->run_n_px == NULL || a->white == NULL ||
             a->key.sum == NULL || a->head.sum == NULL || a->runs.sum == NULL) {
             return CT_ERR_NOMEM;
         }
@@ -753,8 +744,7 @@ static ct_status accum_add(accum *a, const float *y, uint32_t w, uint32_t h, dou
             return st;
         }
         if (a->since_key == 0) {
-            wsum_add(&a->key, hx == 0 && hy == 0 ? a->white : a->shifted,
-                     (size_t)a->ww * a->wh, t, t);
+            wsum_add(a, &a->key, t, t, hx, hy);
         }
     }
     add_shifted(a->run, a->run_n_px, p, a->ww, a->wh, hx, hy);

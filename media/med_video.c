@@ -1097,19 +1097,16 @@ static ct_status scan_frames(vs *s, AVFrame *f)
                              .pan_x = s->pan_x,
                              .pan_y = s->pan_y};
             st = s->fn(s->opaque, &vf);
-        }
-        if (st != CT_OK) {
-            av_frame_unref(f);
-            return st;
-        }
-        if (k % s->stride == 0) {
-            if (s->given == 0) {
-                s->first = tm;
+            if (st == CT_OK) {
+                s->first = s->given == 0 ? tm : s->first;
+                s->last = tm;
+                s->given++;
             }
-            s->last = tm;
-            s->given++;
         }
         av_frame_unref(f);
+        if (st != CT_OK) {
+            return st;
+        }
     }
 }
 
