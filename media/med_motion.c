@@ -243,16 +243,14 @@ static double vee(double l, double c, double r)
     return v > 1.0 ? 1.0 : v < -1.0 ? -1.0 : v;
 }
 
-/* The minimum of a V (two lines of equal and opposite slope, the shape of
- * a mean absolute difference near its minimum) through (-1, l), (0, c),
- * (1, r), within half a step; 0 when c is not a minimum. */
+/* The same within half a step; 0 when c is not a minimum (the shape of a
+ * mean absolute difference near its minimum). */
 static double vertex(double l, double c, double r)
 {
-    double den = 2.0 * ((l > r ? l : r) - c);
-    if (!(den > 1e-12) || c > l || c > r) {
+    if (c > l || c > r) {
         return 0.0;
     }
-    double v = (l - r) / den;
+    double v = vee(l, c, r);
     return v > 0.5 ? 0.5 : v < -0.5 ? -0.5 : v;
 }
 
