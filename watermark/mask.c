@@ -37,8 +37,10 @@
 #define MINF(a, b) ((a) < (b) ? (a) : (b))
 
 /* Per input row, what the output rows around it need: the 3- and 9-wide
- * max and min along the row, and the 3-wide sum and sum of squares. */
-enum { R_MX3, R_MN3, R_MX9, R_MN9, R_S1, R_S2, R_NARR };
+ * max and min along the row, and the 3-wide sum and sum of squares; then,
+ * once its neighbours are in, the max and min of the 9-wide ones over the
+ * row and the two beside it (V3). */
+enum { R_MX3, R_MN3, R_MX9, R_MN9, R_S1, R_S2, R_V3X, R_V3N, R_NARR };
 /* Rows kept: the 9 an output row's 9x9 window spans. */
 #define RING 9
 
@@ -93,6 +95,24 @@ static void row_stats(const float *restrict a, uint32_t w, float *restrict slot)
     }
 }
 
+/* out = the larger (or smaller) of a, b and c, element by element; out
+ * never overlaps them (restrict: the loop vectorises). */
+static inline __attribute__((always_inline)) void rows3(const float *restrict a,
+                                                        const float *restrict b,
+                                                        const float *restrict c,
+                                                        float *restrict out, uint32_t w, bool max)
+{
+    if (max) {
+        for (uint32_t i = 0; i < w; i++) {
+            out[i] = MAXF(MAXF(a[i], b[i]), c[i]);
+        }
+    } else {
+        for (uint32_t i = 0; i < w; i++) {
+            out[i] = MINF(MINF(a[i], b[i]), c[i]);
+        }
+    }
+}
+
 /* The budget of one output row from its rows' statistics. */
 CT_SIMD_CLONES
 static void row_budget(const float *restrict x3u, const float *restrict x3c,
@@ -127,8 +147,14 @@ static void row_budget(const float *restrict x3u, const float *restrict x3c,
     /* A partly transparent pixel shows alpha times its change: give it
      * the budget of what is seen, up to twice over. */
     if (wt != NULL) {
+        /* Divided everywhere, then zeroed where nothing is seen: in one
+         * loop GCC keeps the division behind a branch per pixel, which
+         * does not vectorise. */
         for (uint32_t c = 0; c < w; c++) {
-            out[c] = wt[c] <= 0.0f ? 0.0f : out[c] / MAXF(wt[c], ALPHA_GAIN_MIN);
+            out[c] = out[c] / MAXF(wt[c], ALPHA_GAIN_MIN);
+        }
+        for (uint32_t c = 0; c < w; c++) {
+            out[c] = wt[c] <= 0.0f ? 0.0f : out[c];
         }
     }
 }
@@ -153,6 +179,7 @@ static void mask_band(void *arg, unsigned band)
     float *ring = jb->buf + jb->band_floats * band;
     float *vmx = ring + (size_t)RING * R_NARR * w, *vmn = vmx + w, *seen = vmn + w;
     long done = (long)r0 - 5; /* last input row whose statistics are in the ring */
+    long vdone = (long)r0 - 4; /* last input row whose V3 is in the ring */
 
     for (uint32_t r = r0; r < r1; r++) {
         long j = done + 1 > 0 ? done + 1 : 0;
@@ -174,20 +201,20 @@ static void mask_band(void *arg, unsigned band)
         }
         done = j - 1;
 #define SLOT(j, k) (ring + ((size_t)((j) % RING) * R_NARR + (k)) * w)
-        /* 9x9 range: the 9-wide rows r-4..r+4 (clamped). */
-        memcpy(vmx, SLOT(r, R_MX9), w * sizeof *vmx);
-        memcpy(vmn, SLOT(r, R_MN9), w * sizeof *vmn);
-        for (long d = -4; d <= 4; d++) {
-            uint32_t jj = clampu((long)r + d, h);
-            if (jj == r) {
-                continue;
-            }
-            const float *x9 = SLOT(jj, R_MX9), *n9 = SLOT(jj, R_MN9);
-            for (uint32_t c = 0; c < w; c++) {
-                vmx[c] = MAXF(vmx[c], x9[c]);
-                vmn[c] = MINF(vmn[c], n9[c]);
-            }
+        /* 9x9 range: the 9-wide rows r-4..r+4 (clamped), as the rows
+         * r-1..r+1 of three V3 rows 3 apart, the way row_stats makes the
+         * 9-wide ones: each 9-wide row is read by two of its neighbours'
+         * V3 instead of by nine output rows. Rows past the image's edge
+         * take the edge row's V3: it still covers the rows inside. */
+        for (long v = vdone + 1 > 0 ? vdone + 1 : 0; v <= (long)r + 3 && v < (long)h; v++) {
+            const uint32_t vp = clampu(v - 1, h), vn = clampu(v + 1, h);
+            rows3(SLOT(vp, R_MX9), SLOT(v, R_MX9), SLOT(vn, R_MX9), SLOT(v, R_V3X), w, true);
+            rows3(SLOT(vp, R_MN9), SLOT(v, R_MN9), SLOT(vn, R_MN9), SLOT(v, R_V3N), w, false);
+            vdone = v;
         }
+        const uint32_t ju = clampu((long)r - 3, h), jd = clampu((long)r + 3, h);
+        rows3(SLOT(ju, R_V3X), SLOT(r, R_V3X), SLOT(jd, R_V3X), vmx, w, true);
+        rows3(SLOT(ju, R_V3N), SLOT(r, R_V3N), SLOT(jd, R_V3N), vmn, w, false);
         const uint32_t u = clampu((long)r - 1, h), dn = clampu((long)r + 1, h);
         row_budget(SLOT(u, R_MX3), SLOT(r, R_MX3), SLOT(dn, R_MX3), SLOT(u, R_MN3),
                    SLOT(r, R_MN3), SLOT(dn, R_MN3), SLOT(u, R_S1), SLOT(r, R_S1), SLOT(dn, R_S1),
