@@ -16,16 +16,24 @@
  * tile is periodic, so out still repeats every P pixels). The sync sum is
  * separable (cos(a+b) = cos a cos b - sin a sin b), which keeps this at
  * 2*K multiplies per pixel. */
+CT_SIMD_CLONES
 static ct_status render_tile(ct_ctx *ctx, const int8_t chips[WM_NCELLS], const wm_sync *s, int P,
                              double shx, double shy, float *out)
 {
+    /* Along x the cosines and sines are kept k-major (K rows of P), so the
+     * sum over k runs for a whole row of pixels at once, each pixel adding
+     * its terms in k order as before (vector lanes across pixels, not a
+     * reassociated sum). Per column and per row: the chip cells and the
+     * bilinear weights, worked out once instead of per pixel. */
     size_t n = (size_t)P * WM_SYNC_K;
     float *cx = ct_mallocarray(ctx, n, sizeof *cx);
     float *sx = ct_mallocarray(ctx, n, sizeof *sx);
     float *cy = ct_mallocarray(ctx, n, sizeof *cy);
     float *sy = ct_mallocarray(ctx, n, sizeof *sy);
+    float *wa = ct_mallocarray(ctx, (size_t)P, sizeof *wa);
+    int *ci = ct_mallocarray(ctx, (size_t)P, sizeof *ci);
     ct_status st = CT_OK;
-    if (cx == NULL || sx == NULL || cy == NULL || sy == NULL) {
+    if (cx == NULL || sx == NULL || cy == NULL || sy == NULL || wa == NULL || ci == NULL) {
         st = CT_ERR_NOMEM;
         goto done;
     }
@@ -41,38 +49,46 @@ static ct_status render_tile(ct_ctx *ctx, const int8_t chips[WM_NCELLS], const w
         for (int k = 0; k < WM_SYNC_K; k++) {
             double ax = 2.0 * M_PI * s->p[k] * u / WM_CELLS + s->phase[k];
             double ay = 2.0 * M_PI * s->q[k] * v / WM_CELLS;
-            cx[(size_t)i * WM_SYNC_K + k] = (float)cos(ax);
-            sx[(size_t)i * WM_SYNC_K + k] = (float)sin(ax);
+            cx[(size_t)k * P + i] = (float)cos(ax);
+            sx[(size_t)k * P + i] = (float)sin(ax);
             cy[(size_t)i * WM_SYNC_K + k] = (float)cos(ay);
             sy[(size_t)i * WM_SYNC_K + k] = (float)sin(ay);
         }
     }
-    for (int y = 0; y < P; y++) {
-        const float *cyr = cy + (size_t)y * WM_SYNC_K, *syr = sy + (size_t)y * WM_SYNC_K;
-        for (int x = 0; x < P; x++) {
-            const float *cxr = cx + (size_t)x * WM_SYNC_K, *sxr = sx + (size_t)x * WM_SYNC_K;
-            float acc = 0;
-            for (int k = 0; k < WM_SYNC_K; k++) {
-                acc += cxr[k] * cyr[k] - sxr[k] * syr[k];
-            }
-            out[(size_t)y * P + x] = acc * norm;
-        }
-    }
     /* Chips: bilinear between message cell centres. */
     double mscale = (double)WM_MCELLS / P;
+    for (int x = 0; x < P; x++) {
+        double u = (x - shx) * mscale;
+        double fu = floor(u);
+        wa[x] = (float)(u - fu);
+        ci[x] = (int)fu & (WM_MCELLS - 1);
+    }
     for (int y = 0; y < P; y++) {
+        const float *cyr = cy + (size_t)y * WM_SYNC_K, *syr = sy + (size_t)y * WM_SYNC_K;
+        float *o = out + (size_t)y * P;
+        for (int x = 0; x < P; x++) {
+            o[x] = 0.0f;
+        }
+        for (int k = 0; k < WM_SYNC_K; k++) {
+            const float *cxk = cx + (size_t)k * P, *sxk = sx + (size_t)k * P;
+            const float c = cyr[k], sn = syr[k];
+            for (int x = 0; x < P; x++) {
+                o[x] += cxk[x] * c - sxk[x] * sn;
+            }
+        }
+        for (int x = 0; x < P; x++) {
+            o[x] *= norm;
+        }
         double v = (y - shy) * mscale;
         double fv = floor(v);
         float b = (float)(v - fv);
         int j0 = (int)fv & (WM_MCELLS - 1), j1 = (j0 + 1) & (WM_MCELLS - 1);
+        const int8_t *r0 = chips + j0 * WM_MCELLS, *r1 = chips + j1 * WM_MCELLS;
         for (int x = 0; x < P; x++) {
-            double u = (x - shx) * mscale;
-            double fu = floor(u);
-            float a = (float)(u - fu);
-            int i0 = (int)fu & (WM_MCELLS - 1), i1 = (i0 + 1) & (WM_MCELLS - 1);
-            const int8_t *r0 = chips + j0 * WM_MCELLS, *r1 = chips + j1 * WM_MCELLS;
+            float a = wa[x];
+            int i0 = ci[x], i1 = (i0 + 1) & (WM_MCELLS - 1);
             float c = (1 - b) * ((1 - a) * r0[i0] + a * r0[i1]) + b * ((1 - a) * r1[i0] + a * r1[i1]);
-            out[(size_t)y * P + x] += WM_ALPHA_MSG * c;
+            o[x] += WM_ALPHA_MSG * c;
         }
     }
 done:
@@ -80,6 +96,8 @@ done:
     free(sx);
     free(cy);
     free(sy);
+    free(wa);
+    free(ci);
     return st;
 }
 
@@ -158,22 +176,55 @@ static inline void ceiling_terms(float a, float tile, float am, float fcap,
     acc[3][l] += on;
 }
 
+/* LANES floats as one vector (GCC vector extension). Loads and stores go
+ * through memcpy: a vector return value would change the ABI between the
+ * AVX2 and the default clone. */
+typedef float vlane __attribute__((vector_size(LANES * sizeof(float))));
+typedef int vlanei __attribute__((vector_size(LANES * sizeof(float))));
+#define VL_LOAD(dst, p) memcpy(&(dst), (p), sizeof(vlane))
+#define VL_STORE(p, src) memcpy((p), &(src), sizeof(vlane))
+
 /* The loops of the two passes, each written once and always inlined where
  * it is called with a plane NULL or known present: a test on a NULL plane
  * left inside the loop becomes a masked load per pixel (video frames have
- * no rooms; it cost a fifth of a video embed's CPU). */
+ * no rooms; it cost a fifth of a video embed's CPU). The sums keep one
+ * vector register per term, lane l taking pixels l, l + LANES, ... (the
+ * rest of the run goes to lane 0): the same additions in the same order
+ * as ceiling_terms lane by lane, without the compiler spilling the
+ * accumulators to memory on every pixel. */
 static inline __attribute__((always_inline)) void sums_loop(const float *wt, const float *amp,
                                                             const float *trow, size_t i0,
                                                             uint32_t n, float fcap,
                                                             float acc[4][LANES])
 {
+    const vlane zero = {0}, one = zero + 1.0f, cap = zero + fcap;
+    vlane s0, s1, s2, s3;
+    VL_LOAD(s0, acc[0]);
+    VL_LOAD(s1, acc[1]);
+    VL_LOAD(s2, acc[2]);
+    VL_LOAD(s3, acc[3]);
     uint32_t j = 0;
     for (; j + LANES <= n; j += LANES) {
-        for (int l = 0; l < LANES; l++) {
-            ceiling_terms(wt != NULL ? wt[i0 + j + l] : 1.0f, trow[j + l], amp[i0 + j + l], fcap,
-                          acc, l);
+        vlane a = one, t, am;
+        if (wt != NULL) {
+            VL_LOAD(a, wt + i0 + j);
         }
+        VL_LOAD(t, trow + j);
+        VL_LOAD(am, amp + i0 + j);
+        const vlane on = (vlane)((vlanei)one & (a > zero));
+        t = t * a;
+        const vlanei lt = am < cap;
+        const vlane f = (vlane)(((vlanei)am & lt) | ((vlanei)cap & ~lt)) * t;
+        const vlane e = am * t - f;
+        s0 += on * f * f;
+        s1 += on * f * e;
+        s2 += on * e * e;
+        s3 += on;
     }
+    VL_STORE(acc[0], s0);
+    VL_STORE(acc[1], s1);
+    VL_STORE(acc[2], s2);
+    VL_STORE(acc[3], s3);
     for (; j < n; j++) {
         ceiling_terms(wt != NULL ? wt[i0 + j] : 1.0f, trow[j], amp[i0 + j], fcap, acc, 0);
     }
@@ -197,13 +248,20 @@ static inline __attribute__((always_inline)) void energy_loop(const float *wt, c
                                                               size_t i0, uint32_t n,
                                                               float acc[LANES])
 {
+    vlane s;
+    VL_LOAD(s, acc);
     uint32_t j = 0;
     for (; j + LANES <= n; j += LANES) {
-        for (int l = 0; l < LANES; l++) {
-            float d = (wt != NULL ? wt[i0 + j + l] : 1.0f) * delta[i0 + j + l];
-            acc[l] += d * d;
+        vlane d;
+        VL_LOAD(d, delta + i0 + j);
+        if (wt != NULL) {
+            vlane a;
+            VL_LOAD(a, wt + i0 + j);
+            d = a * d;
         }
+        s += d * d;
     }
+    VL_STORE(acc, s);
     for (; j < n; j++) {
         float d = (wt != NULL ? wt[i0 + j] : 1.0f) * delta[i0 + j];
         acc[0] += d * d;
