@@ -522,10 +522,11 @@ void med_libav_quiet(void)
  * G = Y - 0.344136 Cb' - 0.714136 Cr', B = Y + 1.772 Cb', with
  * C' = C - 128), so the rooms are what the colour leaves before a channel
  * clips, from the chroma sample that covers the pixel. These are rows
- * [r0, r1) of it; hi and lo are scratch of w floats each. */
+ * [r0, r1) of it; hi, lo, hc and lc are scratch of w floats each. */
 CT_SIMD_CLONES
 static void ycc_rows(const med_image *img, uint32_t r0, uint32_t r1, float *y, float *room_up,
-                     float *room_down, float *weight, float *restrict hi, float *restrict lo)
+                     float *room_down, float *weight, float *restrict hi, float *restrict lo,
+                     float *restrict hc, float *restrict lc)
 {
     /* Chroma is at 1x1 and Y at 1 or 2 (ycc_sampling_ok): a pixel's chroma
      * sample is at (x >> sh, r >> sv). Each chroma row's reach is spread to
@@ -542,15 +543,30 @@ static void ycc_rows(const med_image *img, uint32_t r0, uint32_t r1, float *y, f
         }
         if (rooms) {
             if (r == r0 || (r >> sv) != ((r - 1) >> sv)) {
+                /* Worked out once a chroma sample (a straight loop that
+                 * vectorises), then spread to the pixels it covers. */
                 const uint8_t *cb = img->plane[1] + (size_t)(r >> sv) * cw;
                 const uint8_t *cr = img->plane[2] + (size_t)(r >> sv) * img->plane_w[2];
-                for (size_t x = 0; x < w; x++) {
-                    size_t cx = x >> sh;
-                    float b = (float)cb[cx] - 128.0f, c = (float)cr[cx] - 128.0f;
+                const size_t nc = ((w - 1) >> sh) + 1;
+                float *hs = sh ? hc : hi, *ls = sh ? lc : lo;
+                for (size_t x = 0; x < nc; x++) {
+                    float b = (float)cb[x] - 128.0f, c = (float)cr[x] - 128.0f;
                     float dr = 1.402f * c, dg = -0.344136f * b - 0.714136f * c, db = 1.772f * b;
                     float h = dr > dg ? dr : dg, l = dr < dg ? dr : dg;
-                    hi[x] = h > db ? h : db;
-                    lo[x] = l < db ? l : db;
+                    hs[x] = h > db ? h : db;
+                    ls[x] = l < db ? l : db;
+                }
+                if (sh) {
+                    for (size_t x = 0; x < w / 2; x++) {
+                        hi[2 * x] = hc[x];
+                        hi[2 * x + 1] = hc[x];
+                        lo[2 * x] = lc[x];
+                        lo[2 * x + 1] = lc[x];
+                    }
+                    if (w % 2) {
+                        hi[w - 1] = hc[w / 2];
+                        lo[w - 1] = lc[w / 2];
+                    }
                 }
             }
             float *up = room_up != NULL ? room_up + (size_t)r * w : NULL;
@@ -583,7 +599,7 @@ static void ycc_rows(const med_image *img, uint32_t r0, uint32_t r1, float *y, f
 typedef struct luma_job {
     const med_image *img;
     float *y, *up, *down, *wt;
-    float *scratch; /* ycc: 2 w floats per band */
+    float *scratch; /* ycc: 4 w floats per band */
 } luma_job;
 
 static void luma_band(void *arg, unsigned band)
@@ -596,9 +612,10 @@ static void luma_band(void *arg, unsigned band)
         return;
     }
     if (img->ycc) {
-        float *hi = jb->scratch != NULL ? jb->scratch + (size_t)band * 2 * img->w : NULL;
+        float *hi = jb->scratch != NULL ? jb->scratch + (size_t)band * 4 * img->w : NULL;
         ycc_rows(img, r0, r1, jb->y, jb->up, jb->down, jb->wt, hi,
-                 hi != NULL ? hi + img->w : NULL);
+                 hi != NULL ? hi + img->w : NULL, hi != NULL ? hi + 2 * (size_t)img->w : NULL,
+                 hi != NULL ? hi + 3 * (size_t)img->w : NULL);
         return;
     }
     const size_t off = (size_t)r0 * img->w, n = (size_t)(r1 - r0) * img->w;
@@ -663,7 +680,7 @@ ct_status med_luma_mt(ct_ctx *ctx, const med_image *img, float *y, float *room_u
     }
     luma_job jb = {img, y, room_up, room_down, weight, NULL};
     if (img->ycc && (room_up != NULL || room_down != NULL)) {
-        jb.scratch = ct_mallocarray(ctx, (size_t)LUMA_BANDS * 2, (size_t)img->w * sizeof(float));
+        jb.scratch = ct_mallocarray(ctx, (size_t)LUMA_BANDS * 4, (size_t)img->w * sizeof(float));
         if (jb.scratch == NULL) {
             return CT_ERR_NOMEM;
         }
