@@ -379,9 +379,11 @@ ct_status ct_embed_file(ct_ctx *ctx, const char *vendor, const char *input, cons
     sto_record rec;
     uint32_t serial = 0;
     double strength = opts != NULL && opts->strength > 0 ? opts->strength : 1.0;
-    med_write_opts wo = {opts != NULL ? opts->jpeg_quality : 0, ct_image_threads(), 0};
+    med_write_opts wo = {.jpeg_quality = opts != NULL ? opts->jpeg_quality : 0,
+                         .threads = ct_image_threads()};
     ct_task hash_tk = {0}, meas_tk = {0};
     hash_task hash_in = {0};
+    ldg_hash_stream *out_hs = NULL;
     measure_task meas = {0};
     atomic_init(&hash_in.stop, false);
 
@@ -485,7 +487,16 @@ ct_status ct_embed_file(ct_ctx *ctx, const char *vendor, const char *input, cons
     meas.wp.threads = wp.threads > 1 ? wp.threads - 1 : 1;
     meas.delta = delta;
     ct_task_start(&meas_tk, wp.threads, measure_run, &meas);
-    st = med_write_file(ctx, img, tmp, &wo);
+    /* The output's hash is taken from the bytes as the encoder writes
+     * them, on a thread beside it: exactly the bytes of the file. */
+    st = ldg_hash_stream_start(ctx, wp.threads, &out_hs);
+    if (st == CT_OK) {
+        wo.tap = ldg_hash_stream_feed;
+        wo.tap_user = out_hs;
+        st = med_write_file(ctx, img, tmp, &wo);
+    }
+    ldg_hash_stream_end(out_hs, st == CT_OK ? rec.output_sha256 : NULL);
+    out_hs = NULL;
     ct_task_join(&meas_tk);
     if (st != CT_OK) {
         goto done;
@@ -514,7 +525,7 @@ ct_status ct_embed_file(ct_ctx *ctx, const char *vendor, const char *input, cons
      * never handed over), the chain is append-only, and a compensating
      * delete could itself be lost to a crash. An output without its
      * record can never exist. */
-    st = ldg_sha256_file(ctx, tmp, true, rec.output_sha256);
+    st = ldg_fsync_file(ctx, tmp);
     if (st != CT_OK) {
         goto done;
     }

@@ -342,7 +342,7 @@ static ct_status embed_sequence(ct_ctx *ctx, const char *input, const char *tmp,
         npix += (double)n;
         m->ssim_sum += ssim;
         m->ssim_n++;
-        med_write_opts wo = {0, ct_image_threads(), 0};
+        med_write_opts wo = {.threads = ct_image_threads()};
         st = med_write_file(ctx, img, dst, &wo);
         if (st == CT_OK) {
             st = ldg_sha256_file(ctx, dst, true, h);

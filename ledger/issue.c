@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -161,6 +162,129 @@ int ldg_sha256_path(const char *path, bool sync, const atomic_bool *stop,
 done:
     close(fd);
     return err;
+}
+
+ct_status ldg_fsync_file(ct_ctx *ctx, const char *path)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || fsync(fd) != 0) {
+        int e = errno != 0 ? errno : EIO;
+        if (fd >= 0) {
+            close(fd);
+        }
+        return ldg_sha256_status(ctx, path, e);
+    }
+    close(fd);
+    return CT_OK;
+}
+
+/* One piece of the output waiting for the hasher. */
+typedef struct hs_chunk {
+    struct hs_chunk *next;
+    size_t n;
+    unsigned char bytes[];
+} hs_chunk;
+
+struct ldg_hash_stream {
+    crypto_hash_sha256_state st;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    hs_chunk *head, *tail; /* queued, oldest first */
+    bool ended;
+    ct_task task;
+};
+
+/* The hasher: takes pieces in order until the stream has ended. */
+static void hs_run(void *arg)
+{
+    ldg_hash_stream *hs = arg;
+    for (;;) {
+        pthread_mutex_lock(&hs->mu);
+        while (hs->head == NULL && !hs->ended) {
+            pthread_cond_wait(&hs->cv, &hs->mu);
+        }
+        hs_chunk *c = hs->head;
+        if (c != NULL) {
+            hs->head = c->next;
+            if (hs->head == NULL) {
+                hs->tail = NULL;
+            }
+        }
+        pthread_mutex_unlock(&hs->mu);
+        if (c == NULL) {
+            return; /* ended and drained */
+        }
+        crypto_hash_sha256_update(&hs->st, c->bytes, (unsigned long long)c->n);
+        free(c);
+    }
+}
+
+ct_status ldg_hash_stream_start(ct_ctx *ctx, unsigned threads, ldg_hash_stream **out)
+{
+    ldg_hash_stream *hs = ct_calloc(ctx, 1, sizeof *hs);
+    *out = NULL;
+    if (hs == NULL) {
+        return CT_ERR_NOMEM;
+    }
+    crypto_hash_sha256_init(&hs->st);
+    if (pthread_mutex_init(&hs->mu, NULL) != 0) {
+        free(hs);
+        return ct_fail(ctx, CT_ERR_NOMEM, "cannot create a lock");
+    }
+    if (pthread_cond_init(&hs->cv, NULL) != 0) {
+        pthread_mutex_destroy(&hs->mu);
+        free(hs);
+        return ct_fail(ctx, CT_ERR_NOMEM, "cannot create a condition variable");
+    }
+    ct_task_start(&hs->task, threads, hs_run, hs);
+    *out = hs;
+    return CT_OK;
+}
+
+int ldg_hash_stream_feed(void *arg, const void *bytes, size_t n)
+{
+    ldg_hash_stream *hs = arg;
+    if (!hs->task.started) {
+        /* No hasher thread (one core): hash here, nothing queued. */
+        crypto_hash_sha256_update(&hs->st, bytes, (unsigned long long)n);
+        return 0;
+    }
+    hs_chunk *c = malloc(sizeof *c + n);
+    if (c == NULL) {
+        return -1;
+    }
+    c->next = NULL;
+    c->n = n;
+    memcpy(c->bytes, bytes, n);
+    pthread_mutex_lock(&hs->mu);
+    if (hs->tail != NULL) {
+        hs->tail->next = c;
+    } else {
+        hs->head = c;
+    }
+    hs->tail = c;
+    pthread_cond_signal(&hs->cv);
+    pthread_mutex_unlock(&hs->mu);
+    return 0;
+}
+
+void ldg_hash_stream_end(ldg_hash_stream *hs, uint8_t out[STO_HASH_BYTES])
+{
+    if (hs == NULL) {
+        return;
+    }
+    pthread_mutex_lock(&hs->mu);
+    hs->ended = true;
+    pthread_cond_signal(&hs->cv);
+    pthread_mutex_unlock(&hs->mu);
+    ct_task_join(&hs->task); /* without a thread, this drains nothing: all hashed */
+    if (out != NULL) {
+        crypto_hash_sha256_final(&hs->st, out);
+    }
+    sodium_memzero(&hs->st, sizeof hs->st);
+    pthread_cond_destroy(&hs->cv);
+    pthread_mutex_destroy(&hs->mu);
+    free(hs);
 }
 
 ct_status ldg_sha256_status(ct_ctx *ctx, const char *path, int err)

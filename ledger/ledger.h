@@ -108,6 +108,22 @@ int ldg_sha256_path(const char *path, bool sync, const atomic_bool *stop,
                     uint8_t out[STO_HASH_BYTES]);
 ct_status ldg_sha256_status(ct_ctx *ctx, const char *path, int err);
 
+/* fsync a file written and closed earlier (its bytes on disk before its
+ * record is committed). */
+ct_status ldg_fsync_file(ct_ctx *ctx, const char *path);
+
+/* SHA-256 of bytes as they are written (med_write_opts' tap), on a thread
+ * of its own beside the encoder that writes them, so the output's hash is
+ * ready when the file is, instead of being read back and hashed after.
+ * With threads 0 or 1 the bytes are hashed as they come. */
+typedef struct ldg_hash_stream ldg_hash_stream;
+ct_status ldg_hash_stream_start(ct_ctx *ctx, unsigned threads, ldg_hash_stream **out);
+/* The tap: hs is the stream; 0, or -1 if the bytes could not be kept. */
+int ldg_hash_stream_feed(void *hs, const void *bytes, size_t n);
+/* No more bytes: waits for the hash (out may be NULL when the write
+ * failed) and frees hs. NULL is a no-op. */
+void ldg_hash_stream_end(ldg_hash_stream *hs, uint8_t out[STO_HASH_BYTES]);
+
 /* 64-bit difference hash of a luma plane (w*h floats): the plane averaged
  * down to 9x8 cells, one bit per horizontal neighbour pair, row by row,
  * first bit the most significant (set when the left cell is brighter).

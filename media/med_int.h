@@ -90,9 +90,15 @@ ct_status med_av_read(ct_ctx *ctx, const uint8_t *data, size_t size, const char 
  * number): libdeflate in one piece up to whole_max bytes of filtered rows
  * (0: the default), zlib segments above. */
 ct_status med_png_write(ct_ctx *ctx, const med_image *img, const char *path, unsigned threads,
-                        size_t whole_max);
+                        size_t whole_max, const med_write_opts *opts);
 /* quality is ignored for an image with coefficients (written as they are). */
-ct_status med_jpeg_write(ct_ctx *ctx, const med_image *img, const char *path, int quality);
+ct_status med_jpeg_write(ct_ctx *ctx, const med_image *img, const char *path, int quality,
+                         const med_write_opts *opts);
+
+/* The output stream of the writers: fopen(path, "wb"), or, when opts has
+ * a tap, a stream that writes the file and hands the tap each byte
+ * written. NULL with errno set on failure. */
+FILE *med_open_out(const char *path, const med_write_opts *opts);
 
 void med_jpeg_coef_free(med_jcoef *jc);
 /* med_realize_luma for an image with coefficients: delta goes into the Y

@@ -965,7 +965,8 @@ static int encode(jpeg_wr *wr)
     return 0;
 }
 
-ct_status med_jpeg_write(ct_ctx *ctx, const med_image *img, const char *path, int quality)
+ct_status med_jpeg_write(ct_ctx *ctx, const med_image *img, const char *path, int quality,
+                         const med_write_opts *opts)
 {
     ct_status st = CT_OK;
     jpeg_wr *wr = NULL;
@@ -996,7 +997,7 @@ ct_status med_jpeg_write(ct_ctx *ctx, const med_image *img, const char *path, in
         st = CT_ERR_NOMEM;
         goto done;
     }
-    wr->fp = fopen(path, "wb");
+    wr->fp = med_open_out(path, opts);
     if (wr->fp == NULL) {
         st = ct_fail(ctx, CT_ERR_IO, "%s: %s", path, strerror(errno));
         goto done;

@@ -788,7 +788,7 @@ static int encode(png_wr *wr)
 }
 
 ct_status med_png_write(ct_ctx *ctx, const med_image *img, const char *path, unsigned threads,
-                        size_t whole_max)
+                        size_t whole_max, const med_write_opts *opts)
 {
     ct_status st = CT_OK;
     png_wr wr;
@@ -837,7 +837,7 @@ ct_status med_png_write(ct_ctx *ctx, const med_image *img, const char *path, uns
                 (png_byte)(m->where == MED_WHERE_TAIL ? PNG_AFTER_IDAT : PNG_HAVE_IHDR);
         }
     }
-    wr.fp = fopen(path, "wb");
+    wr.fp = med_open_out(path, opts);
     if (wr.fp == NULL) {
         st = ct_fail(ctx, CT_ERR_IO, "%s: %s", path, strerror(errno));
         goto done;

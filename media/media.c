@@ -1,4 +1,7 @@
 /* media: file reading, format dispatch, accessors and the luma view. */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* fopencookie */
+#endif
 #include "media/med_int.h"
 
 #include <errno.h>
@@ -268,6 +271,72 @@ static bool ext_is(const char *path, const char *ext)
     return n > e && strcasecmp(path + n - e, ext) == 0;
 }
 
+/* A tapped output: the file's descriptor and where the bytes also go. */
+typedef struct tap_out {
+    int fd;
+    int (*tap)(void *user, const void *bytes, size_t n);
+    void *user;
+} tap_out;
+
+static ssize_t tap_write(void *cookie, const char *buf, size_t n)
+{
+    tap_out *t = cookie;
+    if (t->tap(t->user, buf, n) != 0) {
+        errno = ENOMEM;
+        return -1;
+    }
+    for (size_t done = 0; done < n;) {
+        ssize_t k = write(t->fd, buf + done, n - done);
+        if (k < 0 && errno == EINTR) {
+            continue;
+        }
+        if (k <= 0) {
+            return -1;
+        }
+        done += (size_t)k;
+    }
+    return (ssize_t)n;
+}
+
+static int tap_close(void *cookie)
+{
+    tap_out *t = cookie;
+    int r = close(t->fd);
+    free(t);
+    return r;
+}
+
+FILE *med_open_out(const char *path, const med_write_opts *opts)
+{
+    if (opts == NULL || opts->tap == NULL) {
+        return fopen(path, "wb");
+    }
+    tap_out *t = malloc(sizeof *t);
+    if (t == NULL) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    t->fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+    t->tap = opts->tap;
+    t->user = opts->tap_user;
+    if (t->fd < 0) {
+        free(t);
+        return NULL;
+    }
+    cookie_io_functions_t io = {NULL, tap_write, NULL, tap_close};
+    FILE *fp = fopencookie(t, "wb", io);
+    if (fp == NULL) {
+        int e = errno;
+        close(t->fd);
+        free(t);
+        errno = e;
+        return NULL;
+    }
+    /* Large writes: fewer calls into the tap and the kernel. */
+    (void)setvbuf(fp, NULL, _IOFBF, 1u << 16);
+    return fp;
+}
+
 ct_status med_write_file(ct_ctx *ctx, const med_image *img, const char *path,
                          const med_write_opts *opts)
 {
@@ -282,7 +351,7 @@ ct_status med_write_file(ct_ctx *ctx, const med_image *img, const char *path,
                                                "written as JPEG", path);
         }
         return med_png_write(ctx, img, path, opts != NULL ? opts->threads : 0,
-                             opts != NULL ? opts->png_whole_max : 0);
+                             opts != NULL ? opts->png_whole_max : 0, opts);
     }
     if (ext_is(path, ".jpg") || ext_is(path, ".jpeg")) {
         if (q < 0 || q > 100) {
@@ -295,7 +364,7 @@ ct_status med_write_file(ct_ctx *ctx, const med_image *img, const char *path,
         if (q == 0) {
             q = img->kind == MED_KIND_JPEG && img->jpeg_quality > 0 ? img->jpeg_quality : 75;
         }
-        return med_jpeg_write(ctx, img, path, q);
+        return med_jpeg_write(ctx, img, path, q, opts);
     }
     return ct_fail(ctx, CT_ERR_MISUSE, "%s: can only write .png, .jpg or .jpeg", path);
 }

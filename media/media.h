@@ -53,6 +53,11 @@ typedef struct med_write_opts {
                          by celtrace (same bytes for any number): in one piece by libdeflate,
                          or, above png_whole_max bytes of filtered rows, in segments by zlib */
     size_t png_whole_max; /* 0 = 512 MiB; tests set it small to reach the segments */
+    /* If set, every byte written to the file is also handed to tap, in
+     * order, as it goes out (the caller hashes the output meanwhile
+     * instead of reading it back); a nonzero return fails the write. */
+    int (*tap)(void *user, const void *bytes, size_t n);
+    void *tap_user;
 } med_write_opts;
 
 /* Write img to path; the format comes from the extension (.png, .jpg, .jpeg,

@@ -183,7 +183,7 @@ static void png_segmented_one(ct_ctx *ctx, const med_image *a, const char *what)
 {
     char plain[4400];
     snprintf(plain, sizeof plain, "%s", tmp_path("seg_plain.png"));
-    med_write_opts w0 = {0, 0, 0};
+    med_write_opts w0 = {0};
     CHECK_ST(med_write_file(ctx, a, plain, &w0), CT_OK);
     size_t n0 = 0;
     uint8_t *f0 = slurp(plain, &n0);
@@ -193,7 +193,8 @@ static void png_segmented_one(ct_ctx *ctx, const med_image *a, const char *what)
         char one[4400], three[4400];
         snprintf(one, sizeof one, "%s", tmp_path("seg_1.png"));
         snprintf(three, sizeof three, "%s", tmp_path("seg_3.png"));
-        med_write_opts w1 = {0, 1, seg ? 1u : 0u}, w3 = {0, 3, seg ? 1u : 0u};
+        med_write_opts w1 = {.threads = 1, .png_whole_max = seg ? 1u : 0u};
+        med_write_opts w3 = {.threads = 3, .png_whole_max = seg ? 1u : 0u};
         CHECK_ST(med_write_file(ctx, a, one, &w1), CT_OK);
         CHECK_ST(med_write_file(ctx, a, three, &w3), CT_OK);
         size_t n1 = 0, n3 = 0;
@@ -709,7 +710,7 @@ static void test_jpeg_coef(ct_ctx *ctx)
         free(d4);
         /* Coefficients go back only into a JPEG with their own tables. */
         CHECK_ST(med_write_file(ctx, c, tmp_path("coef.png"), NULL), CT_ERR_MISUSE);
-        med_write_opts wo = {80, 0, 0};
+        med_write_opts wo = {.jpeg_quality = 80};
         CHECK_ST(med_write_file(ctx, c, out, &wo), CT_ERR_MISUSE);
         CHECK_ST(med_image_clone(ctx, c, &cl), CT_ERR_MISUSE);
     next:
