@@ -2,6 +2,7 @@
 #include "core.h"
 
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <stdint.h>
@@ -278,16 +279,21 @@ ct_status ct_home_path(ct_ctx *ctx, const char *name, char **out)
 
 /* ---- bands on threads ---- */
 
+/* The threads take the next band not yet taken until none is left: a
+ * thread that shares its core with other work, or gets the light bands,
+ * does not hold the others up. Which thread runs a band never changes
+ * what the band computes. */
 typedef struct par_job {
     void (*fn)(void *arg, unsigned band);
     void *arg;
-    unsigned first, step, nbands;
+    unsigned nbands;
+    atomic_uint next;
 } par_job;
 
 static void *par_run(void *p)
 {
-    const par_job *j = p;
-    for (unsigned b = j->first; b < j->nbands; b += j->step) {
+    par_job *j = p;
+    for (unsigned b; (b = atomic_fetch_add(&j->next, 1u)) < j->nbands;) {
         j->fn(j->arg, b);
     }
     return NULL;
@@ -305,20 +311,18 @@ void ct_parallel(unsigned nbands, unsigned threads, void (*fn)(void *arg, unsign
     t = t > nbands ? nbands : t;
     t = t > CT_MAX_THREADS ? CT_MAX_THREADS : t;
     pthread_t th[CT_MAX_THREADS];
-    par_job jobs[CT_MAX_THREADS] = {{0}};
+    par_job job = {fn, arg, nbands, 0};
+    atomic_init(&job.next, 0u);
     bool started[CT_MAX_THREADS] = {false};
-    for (unsigned i = 0; i < t; i++) {
-        jobs[i] = (par_job){fn, arg, i, t, nbands};
-    }
     for (unsigned i = 1; i < t; i++) {
-        started[i] = pthread_create(&th[i], NULL, par_run, &jobs[i]) == 0;
+        started[i] = pthread_create(&th[i], NULL, par_run, &job) == 0;
     }
-    par_run(&jobs[0]);
+    /* The caller takes bands too, and whatever a thread that could not
+     * start would have taken. */
+    par_run(&job);
     for (unsigned i = 1; i < t; i++) {
         if (started[i]) {
             pthread_join(th[i], NULL);
-        } else {
-            par_run(&jobs[i]);
         }
     }
 }
