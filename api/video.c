@@ -342,10 +342,19 @@ static ct_status embed_sequence(ct_ctx *ctx, const char *input, const char *tmp,
         npix += (double)n;
         m->ssim_sum += ssim;
         m->ssim_n++;
-        med_write_opts wo = {.threads = ct_image_threads()};
-        st = med_write_file(ctx, img, dst, &wo);
+        /* The frame's hash from its bytes as they are written (as for an
+         * image), then the frame on disk before the record. */
+        ldg_hash_stream *hs = NULL;
+        st = ldg_hash_stream_start(ctx, ct_image_threads(), &hs);
         if (st == CT_OK) {
-            st = ldg_sha256_file(ctx, dst, true, h);
+            med_write_opts wo = {.threads = ct_image_threads(),
+                                 .tap = ldg_hash_stream_feed,
+                                 .tap_user = hs};
+            st = med_write_file(ctx, img, dst, &wo);
+        }
+        ldg_hash_stream_end(hs, st == CT_OK ? h : NULL);
+        if (st == CT_OK) {
+            st = ldg_fsync_file(ctx, dst);
         }
         if (st != CT_OK) {
             goto done;
