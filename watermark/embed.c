@@ -129,22 +129,6 @@ static inline float wm_clip_shift(float d, float A, float up, float down)
  * the whole budget everywhere). */
 #define PSNR_FLOOR_DB 42.5
 
-ct_status wm_embed(ct_ctx *ctx, const wm_plane *pl, const uint8_t sync_key[WM_KEYBYTES],
-                   const uint8_t vendor_key[WM_KEYBYTES], const wm_embed_params *prm,
-                   float *delta)
-{
-    size_t npix;
-    if (!ct_mul(&npix, pl->w, pl->h)) {
-        return ct_fail(ctx, CT_ERR_LIMIT, "image too large");
-    }
-    /* The budget is computed into delta and turned into the change in
-     * place: one plane less to allocate and fill. */
-    ct_status st = wm_mask(ctx, pl, prm->strength, delta);
-    if (st == CT_OK) {
-        st = wm_embed_amp(ctx, pl, delta, sync_key, vendor_key, prm, delta);
-    }
-    return st;
-}
 
 /* The per-pixel passes of wm_embed_amp, by row bands (WM_BANDS, fixed:
  * the sums are added band by band in order, so the result does not depend
@@ -272,19 +256,30 @@ static inline __attribute__((always_inline)) void energy_loop(const float *wt, c
  * accumulators of each term, a row of lanes per term so they vectorise;
  * the run's totals go to the double sums. */
 CT_SIMD_CLONES
-static void run_sums(const amp_job *jb, size_t i0, const float *trow, uint32_t n, double *sum)
+static void run_sums(const float *wt, const float *amp, const float *trow, size_t i0, uint32_t n,
+                     float fcap, double *sum)
 {
-    const float *wt = jb->pl->weight;
     float acc[4][LANES] = {{0}};
     if (wt != NULL) {
-        sums_loop(wt, jb->amp, trow, i0, n, jb->fcap, acc);
+        sums_loop(wt, amp, trow, i0, n, fcap, acc);
     } else {
-        sums_loop(NULL, jb->amp, trow, i0, n, jb->fcap, acc);
+        sums_loop(NULL, amp, trow, i0, n, fcap, acc);
     }
     for (int l = 0; l < LANES; l++) {
         for (int q = 0; q < 4; q++) {
             sum[q] += acc[q][l];
         }
+    }
+}
+
+void wm_ceiling_row(const float *wt, const float *amp, const float *tile, int P, uint32_t y,
+                    uint32_t w, float fcap, double sum[4])
+{
+    const uint32_t p = (uint32_t)P;
+    const float *trow = tile + (size_t)(y % p) * p;
+    for (uint32_t x0 = 0; x0 < w; x0 += p) {
+        const uint32_t run = w - x0 < p ? w - x0 : p;
+        run_sums(wt, amp, trow, x0, run, fcap, sum);
     }
 }
 
@@ -321,40 +316,38 @@ static void amp_band(void *arg, unsigned band)
     const uint32_t r0 = (uint32_t)((uint64_t)h * band / WM_BANDS);
     const uint32_t r1 = (uint32_t)((uint64_t)h * (band + 1) / WM_BANDS);
     double sum[4] = {0};
+    const float *wt = jb->pl->weight;
     for (uint32_t y = r0; y < r1; y++) {
+        if (jb->pass == 0) {
+            wm_ceiling_row(wt != NULL ? wt + (size_t)y * w : NULL, jb->amp + (size_t)y * w,
+                           jb->tile, jb->P, y, w, jb->fcap, sum);
+            continue;
+        }
         const float *trow = jb->tile + (size_t)(y % P) * P;
         for (uint32_t x0 = 0; x0 < w; x0 += P) {
             const uint32_t run = w - x0 < P ? w - x0 : P;
-            if (jb->pass == 0) {
-                run_sums(jb, (size_t)y * w + x0, trow, run, sum);
-            } else {
-                run_apply(jb, (size_t)y * w + x0, trow, run, sum);
-            }
+            run_apply(jb, (size_t)y * w + x0, trow, run, sum);
         }
     }
     memcpy(jb->sum[band], sum, sizeof sum);
 }
 
-ct_status wm_embed_amp(ct_ctx *ctx, const wm_plane *pl, const float *amp,
-                       const uint8_t sync_key[WM_KEYBYTES], const uint8_t vendor_key[WM_KEYBYTES],
-                       const wm_embed_params *prm, float *delta)
+/* The tile of this payload for a plane of pl's size (P x P floats into
+ * *tile, which the caller frees). */
+static ct_status make_tile(ct_ctx *ctx, const wm_plane *pl, const uint8_t sync_key[WM_KEYBYTES],
+                           const uint8_t vendor_key[WM_KEYBYTES], const wm_embed_params *prm,
+                           float **tile, int *P)
 {
     ct_status st = CT_OK;
     wm_sync sync;
     wm_spread *sp = NULL;
     uint8_t info[WM_INFO_BITS], coded[WM_CODED_BITS];
     int8_t chips[WM_NCELLS];
-    float *tile = NULL;
-    size_t npix;
-    uint32_t w = pl->w, h = pl->h;
-    int P = wm_period_for(w, h);
 
-    if (!ct_mul(&npix, w, h)) {
-        return ct_fail(ctx, CT_ERR_LIMIT, "image too large");
-    }
+    *P = wm_period_for(pl->w, pl->h);
     sp = ct_malloc(ctx, sizeof *sp);
-    tile = ct_mallocarray(ctx, (size_t)P * P, sizeof *tile);
-    if (sp == NULL || tile == NULL) {
+    *tile = ct_mallocarray(ctx, (size_t)*P * *P, sizeof **tile);
+    if (sp == NULL || *tile == NULL) {
         st = CT_ERR_NOMEM;
         goto done;
     }
@@ -363,30 +356,44 @@ ct_status wm_embed_amp(ct_ctx *ctx, const wm_plane *pl, const float *amp,
     wm_payload_make(vendor_key, prm->serial, info);
     wm_code_encode(info, coded);
     wm_chips(sp, coded, chips);
-    st = render_tile(ctx, chips, &sync, P, prm->shift_x, prm->shift_y, tile);
+    st = render_tile(ctx, chips, &sync, *P, prm->shift_x, prm->shift_y, *tile);
+done:
     if (st != CT_OK) {
-        goto done;
+        free(*tile);
+        *tile = NULL;
     }
+    sodium_memzero(info, sizeof info);
+    free(sp);
+    return st;
+}
 
-    /* PSNR ceiling, as water-filling: the part of each pixel's budget up
-     * to the flat-fill cap is cheap and always kept; only the excess
-     * (texture, lines) shrinks, by the factor k that brings the RMS of the
-     * seen change over the visible pixels to the ceiling. The transparent
-     * canvas of a cel must not dilute the figure that matters. */
+/* The flat-fill cap the ceiling keeps whole. */
+static float ceiling_fcap(const wm_plane *pl, const wm_embed_params *prm)
+{
+    return (float)(wm_flat_cap(pl->fine) * prm->strength);
+}
+
+/* PSNR ceiling, as water-filling: the part of each pixel's budget up to
+ * the flat-fill cap is cheap and always kept; only the excess (texture,
+ * lines) shrinks, by the factor k that brings the RMS of the seen change
+ * over the visible pixels to the ceiling. The transparent canvas of a cel
+ * must not dilute the figure that matters. sums are pass 0's, band by
+ * band (wm_ceiling_row); this is pass 1 and the last scale. */
+static void apply_ceiling(const wm_plane *pl, const float *amp, const float *tile, int P,
+                          float fcap, const double sums[WM_BANDS][4], float *delta)
+{
+    const size_t npix = (size_t)pl->w * pl->h;
     double cap = 255.0 * pow(10.0, -PSNR_FLOOR_DB / 20.0);
     if (!pl->fine) {
         /* Rounding adds about 1/12 level^2 of its own; leave room for it. */
         cap = sqrt(fmax(cap * cap - 1.0 / 12.0, 0.25));
     }
-    const float fcap = (float)(wm_flat_cap(pl->fine) * prm->strength);
-    amp_job jb = {pl, amp, delta, tile, P, 0, fcap, 1.0f, {{0}}};
-    ct_parallel(WM_BANDS, pl->threads, amp_band, &jb);
     double s_ff = 0, s_fe = 0, s_ee = 0, nv = 0;
     for (unsigned bnd = 0; bnd < WM_BANDS; bnd++) {
-        s_ff += jb.sum[bnd][0];
-        s_fe += jb.sum[bnd][1];
-        s_ee += jb.sum[bnd][2];
-        nv += jb.sum[bnd][3];
+        s_ff += sums[bnd][0];
+        s_fe += sums[bnd][1];
+        s_ee += sums[bnd][2];
+        nv += sums[bnd][3];
     }
     const size_t nvis = (size_t)nv;
     double k = 1.0;
@@ -396,8 +403,7 @@ ct_status wm_embed_amp(ct_ctx *ctx, const wm_plane *pl, const float *amp,
         k = c >= 0 || s_ee <= 0 ? 0.0 : (-s_fe + sqrt(s_fe * s_fe - s_ee * c)) / s_ee;
         k = fmin(fmax(k, 0.0), 1.0);
     }
-    jb.k = (float)k;
-    jb.pass = 1;
+    amp_job jb = {pl, amp, delta, tile, P, 1, fcap, (float)k, {{0}}};
     ct_parallel(WM_BANDS, pl->threads, amp_band, &jb);
     double sum2 = 0;
     for (unsigned bnd = 0; bnd < WM_BANDS; bnd++) {
@@ -412,9 +418,51 @@ ct_status wm_embed_amp(ct_ctx *ctx, const wm_plane *pl, const float *amp,
             delta[i] *= kk;
         }
     }
-done:
-    sodium_memzero(info, sizeof info);
-    free(sp);
+}
+
+ct_status wm_embed_amp(ct_ctx *ctx, const wm_plane *pl, const float *amp,
+                       const uint8_t sync_key[WM_KEYBYTES], const uint8_t vendor_key[WM_KEYBYTES],
+                       const wm_embed_params *prm, float *delta)
+{
+    size_t npix;
+    float *tile = NULL;
+    int P = 0;
+    if (!ct_mul(&npix, pl->w, pl->h)) {
+        return ct_fail(ctx, CT_ERR_LIMIT, "image too large");
+    }
+    ct_status st = make_tile(ctx, pl, sync_key, vendor_key, prm, &tile, &P);
+    if (st != CT_OK) {
+        return st;
+    }
+    const float fcap = ceiling_fcap(pl, prm);
+    amp_job jb = {pl, amp, delta, tile, P, 0, fcap, 1.0f, {{0}}};
+    ct_parallel(WM_BANDS, pl->threads, amp_band, &jb);
+    apply_ceiling(pl, amp, tile, P, fcap, (const double(*)[4])jb.sum, delta);
     free(tile);
+    return CT_OK;
+}
+
+ct_status wm_embed(ct_ctx *ctx, const wm_plane *pl, const uint8_t sync_key[WM_KEYBYTES],
+                   const uint8_t vendor_key[WM_KEYBYTES], const wm_embed_params *prm,
+                   float *delta)
+{
+    size_t npix;
+    if (!ct_mul(&npix, pl->w, pl->h)) {
+        return ct_fail(ctx, CT_ERR_LIMIT, "image too large");
+    }
+    /* The budget is computed into delta and turned into the change in
+     * place: one plane less to allocate and fill. The ceiling's sums are
+     * taken row by row as the mask makes them (wm_mask_ceiling), not in a
+     * pass of their own over the budget. */
+    wm_ceiling c = {NULL, 0, ceiling_fcap(pl, prm), {{0}}};
+    ct_status st = make_tile(ctx, pl, sync_key, vendor_key, prm, &c.tile, &c.P);
+    if (st != CT_OK) {
+        return st;
+    }
+    st = wm_mask_ceiling(ctx, pl, prm->strength, delta, &c);
+    if (st == CT_OK) {
+        apply_ceiling(pl, delta, c.tile, c.P, c.fcap, (const double(*)[4])c.sum, delta);
+    }
+    free(c.tile);
     return st;
 }

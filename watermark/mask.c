@@ -162,6 +162,7 @@ static void row_budget(const float *restrict x3u, const float *restrict x3c,
 typedef struct mask_job {
     const wm_plane *pl;
     float *amp;
+    wm_ceiling *ceil; /* NULL: no sums */
     float *buf; /* per band: ring, then vmx/vmn (2w), then seen (w) */
     size_t band_floats;
     float sk, smax, sflat;
@@ -180,6 +181,7 @@ static void mask_band(void *arg, unsigned band)
     float *vmx = ring + (size_t)RING * R_NARR * w, *vmn = vmx + w, *seen = vmn + w;
     long done = (long)r0 - 5; /* last input row whose statistics are in the ring */
     long vdone = (long)r0 - 4; /* last input row whose V3 is in the ring */
+    double sum[4] = {0};        /* the ceiling's, over this band's rows */
 
     for (uint32_t r = r0; r < r1; r++) {
         long j = done + 1 > 0 ? done + 1 : 0;
@@ -222,6 +224,14 @@ static void mask_band(void *arg, unsigned band)
                    pl->weight != NULL ? pl->weight + (size_t)r * w : NULL,
                    jb->amp + (size_t)r * w, w, jb->sk, jb->smax, jb->sflat);
 #undef SLOT
+        if (jb->ceil != NULL) {
+            wm_ceiling_row(pl->weight != NULL ? pl->weight + (size_t)r * w : NULL,
+                           jb->amp + (size_t)r * w, jb->ceil->tile, jb->ceil->P, r, w,
+                           jb->ceil->fcap, sum);
+        }
+    }
+    if (jb->ceil != NULL) {
+        memcpy(jb->ceil->sum[band], sum, sizeof sum);
     }
 }
 
@@ -233,8 +243,14 @@ static void mask_band(void *arg, unsigned band)
  * itself, so the bands agree to the bit with one pass. */
 ct_status wm_mask(ct_ctx *ctx, const wm_plane *pl, double strength, float *amp)
 {
+    return wm_mask_ceiling(ctx, pl, strength, amp, NULL);
+}
+
+ct_status wm_mask_ceiling(ct_ctx *ctx, const wm_plane *pl, double strength, float *amp,
+                          wm_ceiling *c)
+{
     const size_t band_floats = ((size_t)RING * R_NARR + 3) * pl->w;
-    mask_job jb = {pl, amp, NULL, band_floats, 0, 0, 0};
+    mask_job jb = {pl, amp, c, NULL, band_floats, 0, 0, 0};
     jb.buf = ct_mallocarray(ctx, WM_BANDS, band_floats * sizeof *jb.buf);
     if (jb.buf == NULL) {
         return CT_ERR_NOMEM;

@@ -134,6 +134,27 @@ double wm_flat_cap(bool fine);
 /* Per-pixel amplitude budget in luma levels (see mask.c). */
 ct_status wm_mask(ct_ctx *ctx, const wm_plane *pl, double strength, float *amp);
 
+/* The PSNR ceiling's first pass (embed.c) over one row of the budget:
+ * the row's terms added, run by run of the tile, to sum. Row y of a band
+ * is added after row y - 1, so a band's sums do not depend on who makes
+ * them. */
+void wm_ceiling_row(const float *wt, const float *amp, const float *tile, int P, uint32_t y,
+                    uint32_t w, float fcap, double sum[4]);
+
+/* The tile and cap the ceiling's sums need, and those sums band by band
+ * (WM_BANDS, the bands of wm_mask). */
+typedef struct wm_ceiling {
+    float *tile; /* P x P */
+    int P;
+    float fcap;
+    double sum[WM_BANDS][4];
+} wm_ceiling;
+
+/* wm_mask that also takes the ceiling's sums of each row of amp as it is
+ * made (c may be NULL: wm_mask). */
+ct_status wm_mask_ceiling(ct_ctx *ctx, const wm_plane *pl, double strength, float *amp,
+                          wm_ceiling *c);
+
 /* Compute the continuous luma change for each pixel (w*h floats), already
  * clipped to room_up/room_down and zero where weight is 0. */
 ct_status wm_embed(ct_ctx *ctx, const wm_plane *pl, const uint8_t sync_key[WM_KEYBYTES],
