@@ -280,15 +280,15 @@ typedef struct pix_job {
     uint8_t *out;
     size_t stride;
     uint32_t ow, oh; /* pixels written */
+    unsigned nbands; /* block-row bands it is cut into */
     dct_mat dm;
 } pix_job;
 
 CT_SIMD_CLONES
-static void pix_band(void *arg, unsigned band)
+static void pix_band(const pix_job *jb, unsigned band)
 {
-    const pix_job *jb = arg;
-    const JDIMENSION r0 = (JDIMENSION)((uint64_t)jb->bh * band / COEF_BANDS);
-    const JDIMENSION r1 = (JDIMENSION)((uint64_t)jb->bh * (band + 1) / COEF_BANDS);
+    const JDIMENSION r0 = (JDIMENSION)((uint64_t)jb->bh * band / jb->nbands);
+    const JDIMENSION r1 = (JDIMENSION)((uint64_t)jb->bh * (band + 1) / jb->nbands);
     v8f mrow[DCTSIZE], q[DCTSIZE];
     for (int i = 0; i < DCTSIZE; i++) {
         V8_LOAD(mrow[i], jb->dm.m[i]);
@@ -312,22 +312,50 @@ static void pix_band(void *arg, unsigned band)
     }
 }
 
-/* Decode component c's blocks into out (stride bytes a row; ow x oh
- * pixels written, the rest of each block dropped). */
-static ct_status coef_pixels(ct_ctx *ctx, const char *name, struct jpeg_decompress_struct *ci,
-                             const JBLOCKROW *rows, int c, JDIMENSION bw, JDIMENSION bh,
-                             uint8_t *out, size_t stride, uint32_t ow, uint32_t oh)
+/* The components of one read, decoded in one set of bands: the first
+ * component's (Y) cut into COEF_BANDS, each other into a share by its
+ * size, so the threads start once and balance across all of them. */
+typedef struct pix_set {
+    pix_job job[3];
+    unsigned first[4]; /* job c has bands first[c] .. first[c + 1] - 1 */
+    int n;
+} pix_set;
+
+static void pix_set_band(void *arg, unsigned band)
+{
+    const pix_set *ps = arg;
+    int c = 0;
+    while (c + 1 < ps->n && band >= ps->first[c + 1]) {
+        c++;
+    }
+    pix_band(&ps->job[c], band - ps->first[c]);
+}
+
+/* Add component c's blocks (bw x bh of rows) to the set, decoded into out
+ * (stride bytes a row; ow x oh pixels written, the rest of each block
+ * dropped). */
+static ct_status pix_add(ct_ctx *ctx, const char *name, struct jpeg_decompress_struct *ci,
+                         pix_set *ps, const JBLOCKROW *rows, int c, JDIMENSION bw, JDIMENSION bh,
+                         uint8_t *out, size_t stride, uint32_t ow, uint32_t oh)
 {
     const JQUANT_TBL *qt = comp_quant(ci, c);
     if (qt == NULL) {
         return ct_fail(ctx, CT_ERR_FORMAT, "%s: JPEG has no usable quantisation table", name);
     }
-    pix_job jb = {rows, bw, bh, {0}, out, stride, ow, oh, {{{0}}, {{0}}}};
+    pix_job *jb = &ps->job[ps->n];
+    *jb = (pix_job){rows, bw, bh, {0}, out, stride, ow, oh, COEF_BANDS, {{{0}}, {{0}}}};
     for (int i = 0; i < DCTSIZE2; i++) {
-        jb.q[i] = (float)qt->quantval[i];
+        jb->q[i] = (float)qt->quantval[i];
     }
-    dct_mat_init(&jb.dm);
-    ct_parallel(COEF_BANDS, ct_image_threads(), pix_band, &jb);
+    dct_mat_init(&jb->dm);
+    if (ps->n > 0) {
+        /* A share of bands by blocks, at least one. */
+        const uint64_t y = (uint64_t)ps->job[0].bw * ps->job[0].bh, me = (uint64_t)bw * bh;
+        const uint64_t nb = y > 0 ? (me * COEF_BANDS + y - 1) / y : 1;
+        jb->nbands = nb < 1 ? 1u : (nb > COEF_BANDS ? COEF_BANDS : (unsigned)nb);
+    }
+    ps->first[ps->n + 1] = ps->first[ps->n] + jb->nbands;
+    ps->n++;
     return CT_OK;
 }
 
@@ -580,8 +608,13 @@ static int read_coef(jpeg_rd *rd, bool gray)
         rd->st = CT_ERR_NOMEM;
         return 1;
     }
-    rd->st = coef_pixels(rd->ctx, rd->name, ci, jc->yrows, 0, jc->ybw, jc->ybh, img->pix, img->w, img->w,
-                         img->h);
+    /* Y and, for Y'CbCr, the chroma planes (for the rooms), decoded in
+     * one set of bands. */
+    pix_set ps;
+    memset(&ps, 0, sizeof ps);
+    JBLOCKROW *crows[3] = {NULL, NULL, NULL};
+    rd->st = pix_add(rd->ctx, rd->name, ci, &ps, jc->yrows, 0, jc->ybw, jc->ybh, img->pix, img->w,
+                     img->w, img->h);
     for (int c = 1; c < 3 && rd->st == CT_OK && !gray; c++) {
         const jpeg_component_info *cp = &ci->comp_info[c];
         img->plane_w[c] = (size_t)cp->width_in_blocks * DCTSIZE;
@@ -590,17 +623,20 @@ static int read_coef(jpeg_rd *rd, bool gray)
                                   ? cp->height_in_blocks
                                   : (JDIMENSION)(img->plane_h[c] / DCTSIZE);
         img->plane[c] = ct_calloc(rd->ctx, img->plane_w[c], img->plane_h[c]);
-        JBLOCKROW *rows = coef_rows(rd->ctx, ci, jc->arrays[c], bh, false);
-        if (img->plane[c] == NULL || rows == NULL) {
-            free(rows);
+        crows[c] = coef_rows(rd->ctx, ci, jc->arrays[c], bh, false);
+        if (img->plane[c] == NULL || crows[c] == NULL) {
             rd->st = CT_ERR_NOMEM;
-            return 1;
+            break;
         }
-        rd->st = coef_pixels(rd->ctx, rd->name, ci, rows, c, cp->width_in_blocks, bh, img->plane[c],
-                             img->plane_w[c], (uint32_t)img->plane_w[c],
-                             (uint32_t)img->plane_h[c]);
-        free(rows);
+        rd->st = pix_add(rd->ctx, rd->name, ci, &ps, crows[c], c, cp->width_in_blocks, bh,
+                         img->plane[c], img->plane_w[c], (uint32_t)img->plane_w[c],
+                         (uint32_t)img->plane_h[c]);
     }
+    if (rd->st == CT_OK) {
+        ct_parallel(ps.first[ps.n], ct_image_threads(), pix_set_band, &ps);
+    }
+    free(crows[1]);
+    free(crows[2]);
     return rd->st != CT_OK;
 }
 
