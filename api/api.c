@@ -27,19 +27,20 @@
 #include "api/api_int.h"
 
 typedef struct planes {
-    float *y, *up, *down, *wt;
+    float *y, *wt;
 } planes;
 
 static void planes_free(planes *p)
 {
     free(p->y);
-    free(p->up);
-    free(p->down);
     free(p->wt);
     memset(p, 0, sizeof *p);
 }
 
-static ct_status planes_of(ct_ctx *ctx, const med_image *img, bool rooms, planes *p)
+/* The luma (and with alpha the weight) of an image. No planes of rooms:
+ * the mark takes them row by row from the image (med_rooms_row), which
+ * spares two planes of 4 bytes a pixel to fill, fault in and read. */
+static ct_status planes_of(ct_ctx *ctx, const med_image *img, planes *p)
 {
     size_t n;
     memset(p, 0, sizeof *p);
@@ -54,16 +55,11 @@ static ct_status planes_of(ct_ctx *ctx, const med_image *img, bool rooms, planes
     if (alpha) {
         p->wt = ct_mallocarray(ctx, n, sizeof *p->wt);
     }
-    if (rooms) {
-        p->up = ct_mallocarray(ctx, n, sizeof *p->up);
-        p->down = ct_mallocarray(ctx, n, sizeof *p->down);
-    }
-    if (p->y == NULL || (alpha && p->wt == NULL) ||
-        (rooms && (p->up == NULL || p->down == NULL))) {
+    if (p->y == NULL || (alpha && p->wt == NULL)) {
         planes_free(p);
         return CT_ERR_NOMEM;
     }
-    ct_status st = med_luma_mt(ctx, img, p->y, p->up, p->down, p->wt, ct_image_threads());
+    ct_status st = med_luma_mt(ctx, img, p->y, NULL, NULL, p->wt, ct_image_threads());
     if (st != CT_OK) {
         planes_free(p);
     }
@@ -445,7 +441,7 @@ ct_status ct_embed_file(ct_ctx *ctx, const char *vendor, const char *input, cons
     if (st != CT_OK) {
         goto done;
     }
-    st = planes_of(ctx, img, true, &pl);
+    st = planes_of(ctx, img, &pl);
     if (st != CT_OK) {
         goto done;
     }
@@ -465,8 +461,8 @@ ct_status ct_embed_file(ct_ctx *ctx, const char *vendor, const char *input, cons
     /* Fractional luma over the colour channels only pays for lossless
      * output: a JPEG encoder rounds luma to whole levels again. */
     bool split = png_out && med_depth(img) == 8 && med_channels(img) >= 3;
-    wm_plane wp = {w, h, pl.y, pl.up, pl.down, pl.wt, med_depth(img) == 16 || split,
-                   ct_image_threads()};
+    wm_plane wp = {w, h, pl.y, NULL, NULL, pl.wt, med_depth(img) == 16 || split,
+                   ct_image_threads(), med_rooms_row, img};
     wm_embed_params prm = {.strength = strength, .serial = serial};
     st = wm_embed(ctx, &wp, sync_key, vkey, &prm, delta);
     if (st != CT_OK) {
@@ -590,7 +586,7 @@ ct_status ct_verify_file(ct_ctx *ctx, const char *path, ct_verdict *out)
     if (st != CT_OK) {
         goto done;
     }
-    st = planes_of(ctx, img, false, &pl);
+    st = planes_of(ctx, img, &pl);
     if (st != CT_OK) {
         goto done;
     }

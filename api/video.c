@@ -206,7 +206,7 @@ static ct_status mark_frame(void *opaque, const med_vframe *f, float *delta)
     mark_state *m = opaque;
     /* Rooms are left to media, which clips to the code range as it
      * rounds: video Y' has headroom above white and below black. */
-    wm_plane wp = {f->w, f->h, f->y, NULL, NULL, NULL, false, 1};
+    wm_plane wp = {f->w, f->h, f->y, NULL, NULL, NULL, false, 1, NULL, NULL};
     /* The tile moves with the picture's pan (media's estimate): on a
      * panning shot the encoder's motion compensation then carries the
      * mark from frame to frame instead of coding it again in every one
@@ -267,7 +267,7 @@ static ct_status embed_sequence(ct_ctx *ctx, const char *input, const char *tmp,
 {
     ct_status st = CT_OK;
     med_image *img = NULL;
-    float *y = NULL, *up = NULL, *down = NULL, *wt = NULL, *delta = NULL;
+    float *y = NULL, *wt = NULL, *delta = NULL;
     char *src = NULL, *dst = NULL;
     crypto_hash_sha256_state hin, hout;
     uint8_t h[32];
@@ -300,23 +300,19 @@ static ct_status embed_sequence(ct_ctx *ctx, const char *input, const char *tmp,
         size_t n = (size_t)w * hh;
         if (n > cap) {
             free(y);
-            free(up);
-            free(down);
             free(wt);
             free(delta);
             y = ct_mallocarray(ctx, n, sizeof *y);
-            up = ct_mallocarray(ctx, n, sizeof *up);
-            down = ct_mallocarray(ctx, n, sizeof *down);
             wt = ct_mallocarray(ctx, n, sizeof *wt);
             delta = ct_mallocarray(ctx, n, sizeof *delta);
             cap = n;
-            if (y == NULL || up == NULL || down == NULL || wt == NULL || delta == NULL) {
+            if (y == NULL || wt == NULL || delta == NULL) {
                 cap = 0;
                 st = CT_ERR_NOMEM;
                 goto done;
             }
         }
-        st = med_luma(ctx, img, y, up, down, wt);
+        st = med_luma(ctx, img, y, NULL, NULL, wt);
         if (st != CT_OK) {
             goto done;
         }
@@ -327,8 +323,9 @@ static ct_status embed_sequence(ct_ctx *ctx, const char *input, const char *tmp,
         }
         bool split = png && med_depth(img) == 8 && med_channels(img) >= 3;
         /* Frames go one after the other: each uses the threads an image would. */
-        wm_plane wp = {w, hh, y, up, down, wt, med_depth(img) == 16 || split,
-                       ct_image_threads()};
+        /* The rooms row by row from the frame, as for an image. */
+        wm_plane wp = {w, hh, y, NULL, NULL, wt, med_depth(img) == 16 || split,
+                       ct_image_threads(), med_rooms_row, img};
         st = wm_embed(ctx, &wp, m->sync_key, m->vkey, &m->prm, delta);
         if (st == CT_OK) {
             st = med_realize_luma(ctx, img, delta, split, wp.threads); /* delta: what was written */
@@ -376,8 +373,6 @@ done:
     free(src);
     free(dst);
     free(y);
-    free(up);
-    free(down);
     free(wt);
     free(delta);
     return st;

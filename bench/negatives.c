@@ -322,7 +322,7 @@ int main(int argc, char **argv)
         foreign[i].y = malloc(sizeof(float) * n);
         sibling[i] = base[i];
         sibling[i].y = malloc(sizeof(float) * n);
-        wm_plane pl = {base[i].w, base[i].h, base[i].y, NULL, NULL, NULL, true, 1};
+        wm_plane pl = {base[i].w, base[i].h, base[i].y, NULL, NULL, NULL, true, 1, NULL, NULL};
         wm_embed_params prm = {.strength = 1.0, .serial = 12345};
         if (d == NULL || foreign[i].y == NULL || sibling[i].y == NULL ||
             wm_embed(ctx, &pl, osync, okey, &prm, d) != CT_OK) {

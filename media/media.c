@@ -661,6 +661,130 @@ static void ycc_rows(const med_image *img, uint32_t r0, uint32_t r1, float *y, f
     }
 }
 
+/* ---- rooms a row at a time (med_rooms_row) ---- */
+
+/* Pixels of one piece of a Y'CbCr row: its chroma worked out once a
+ * sample and spread to pixel pairs, as ycc_rows does, so the loops run
+ * straight. */
+#define ROOM_PIECE 256u
+
+CT_SIMD_CLONES
+static void ycc_rooms(const med_image *img, uint32_t y, uint32_t x0, uint32_t n,
+                      float *restrict up, float *restrict down)
+{
+    const unsigned sh = img->jpeg_h[0] == 2 ? 1u : 0u, sv = img->jpeg_v[0] == 2 ? 1u : 0u;
+    const uint8_t *restrict cb = img->plane[1] + (size_t)(y >> sv) * img->plane_w[1];
+    const uint8_t *restrict cr = img->plane[2] + (size_t)(y >> sv) * img->plane_w[2];
+    const uint8_t *restrict yr = (const uint8_t *)img->pix + (size_t)y * img->w;
+    float hc[ROOM_PIECE + 1], lc[ROOM_PIECE + 1], hi[ROOM_PIECE], lo[ROOM_PIECE];
+    for (uint32_t a = 0; a < n; a += ROOM_PIECE) {
+        const uint32_t m = n - a < ROOM_PIECE ? n - a : ROOM_PIECE;
+        /* Pointers to the piece's start and size_t counters: a 32-bit
+         * index that might wrap keeps these loops scalar. */
+        const uint32_t xa = x0 + a, c0 = xa >> sh;
+        const size_t nc = (size_t)((xa + m - 1) >> sh) - c0 + 1;
+        const uint8_t *restrict pb = cb + c0, *restrict pr = cr + c0;
+        for (size_t k = 0; k < nc; k++) {
+            float b = (float)pb[k] - 128.0f, c = (float)pr[k] - 128.0f;
+            float dr = 1.402f * c, dg = -0.344136f * b - 0.714136f * c, db = 1.772f * b;
+            float h = dr > dg ? dr : dg, l = dr < dg ? dr : dg;
+            hc[k] = h > db ? h : db;
+            lc[k] = l < db ? l : db;
+        }
+        if (sh == 0) {
+            memcpy(hi, hc, m * sizeof *hi);
+            memcpy(lo, lc, m * sizeof *lo);
+        } else if (xa % 2 == 0) {
+            for (size_t k = 0; k < m / 2; k++) {
+                hi[2 * k] = hc[k];
+                hi[2 * k + 1] = hc[k];
+                lo[2 * k] = lc[k];
+                lo[2 * k + 1] = lc[k];
+            }
+            if (m % 2) {
+                hi[m - 1] = hc[m / 2];
+                lo[m - 1] = lc[m / 2];
+            }
+        } else {
+            for (uint32_t j = 0; j < m; j++) {
+                hi[j] = hc[((xa + j) >> 1) - c0];
+                lo[j] = lc[((xa + j) >> 1) - c0];
+            }
+        }
+        const uint8_t *restrict py = yr + xa;
+        float *restrict pu = up + a, *restrict pd = down + a;
+        for (size_t j = 0; j < m; j++) {
+            float u = 255.0f - ((float)py[j] + hi[j]);
+            pu[j] = u > 0.0f ? u : 0.0f;
+        }
+        for (size_t j = 0; j < m; j++) {
+            float d = (float)py[j] + lo[j];
+            pd[j] = d > 0.0f ? d : 0.0f;
+        }
+    }
+}
+
+/* The rooms of interleaved samples, as LUMA_BODY makes them. */
+#define ROOMS_BODY(T, ch, maxv, scale)                                                         \
+    do {                                                                                       \
+        const T *p = (const T *)img->pix + ((size_t)y * img->w + x0) * (ch);                   \
+        const bool color_ = (ch) >= 3;                                                         \
+        for (uint32_t i = 0; i < n; i++, p += (ch)) {                                          \
+            const unsigned r = p[0];                                                           \
+            const unsigned g = color_ ? p[1] : r;                                              \
+            const unsigned b = color_ ? p[2] : r;                                              \
+            unsigned hi = r > g ? r : g;                                                       \
+            unsigned lo = r < g ? r : g;                                                       \
+            hi = hi > b ? hi : b;                                                              \
+            lo = lo < b ? lo : b;                                                              \
+            up[i] = (float)((maxv)-hi) * (scale);                                              \
+            down[i] = (float)lo * (scale);                                                     \
+        }                                                                                      \
+    } while (0)
+
+/* Static: a clone's resolver must not become a symbol of the library. */
+CT_SIMD_CLONES
+static void rgb_rooms(const med_image *img, uint32_t y, uint32_t x0, uint32_t n,
+                      float *restrict up, float *restrict down)
+{
+    switch (img->channels * 100u + img->depth) {
+    case 108:
+        ROOMS_BODY(uint8_t, 1, 255u, 1.0f);
+        break;
+    case 208:
+        ROOMS_BODY(uint8_t, 2, 255u, 1.0f);
+        break;
+    case 308:
+        ROOMS_BODY(uint8_t, 3, 255u, 1.0f);
+        break;
+    case 408:
+        ROOMS_BODY(uint8_t, 4, 255u, 1.0f);
+        break;
+    case 116:
+        ROOMS_BODY(uint16_t, 1, 65535u, 1.0f / 257.0f);
+        break;
+    case 216:
+        ROOMS_BODY(uint16_t, 2, 65535u, 1.0f / 257.0f);
+        break;
+    case 316:
+        ROOMS_BODY(uint16_t, 3, 65535u, 1.0f / 257.0f);
+        break;
+    default:
+        ROOMS_BODY(uint16_t, 4, 65535u, 1.0f / 257.0f);
+        break;
+    }
+}
+
+void med_rooms_row(const void *src, uint32_t y, uint32_t x0, uint32_t n, float *up, float *down)
+{
+    const med_image *img = src;
+    if (img->ycc) {
+        ycc_rooms(img, y, x0, n, up, down);
+    } else {
+        rgb_rooms(img, y, x0, n, up, down);
+    }
+}
+
 /* Row bands of med_luma_mt: every pixel is computed on its own, so the
  * planes are the same on any number of threads. */
 #define LUMA_BANDS 8u

@@ -86,6 +86,12 @@ ct_status med_luma(ct_ctx *ctx, const med_image *img, float *y, float *room_up, 
 ct_status med_luma_mt(ct_ctx *ctx, const med_image *img, float *y, float *room_up,
                       float *room_down, float *weight, unsigned threads);
 
+/* The rooms med_luma would give row y, columns [x0, x0 + n), the same to
+ * the bit, into up and down (n floats each): src is the med_image (a
+ * wm_rooms_fn, for callers that keep no planes of rooms). The image must
+ * be one med_luma accepts. */
+void med_rooms_row(const void *src, uint32_t y, uint32_t x0, uint32_t n, float *up, float *down);
+
 /* Add delta[i] (8-bit luma levels) to every colour channel of pixel i,
  * clipping to the channel range; alpha is never touched. 8-bit images
  * round delta to the nearest integer (callers pass integers to be exact);

@@ -207,7 +207,7 @@ static void run_informed(ct_ctx *ctx, const img *o, const uint8_t sync[WM_KEYBYT
     float *marked = malloc(n * sizeof *marked), *delta = malloc(n * sizeof *delta);
     memcpy(marked, o->flat, n * sizeof *marked);
     if (mark_key != NULL) {
-        wm_plane pl = {o->w, o->h, o->y, o->up, o->down, o->wt, true, 1};
+        wm_plane pl = {o->w, o->h, o->y, o->up, o->down, o->wt, true, 1, NULL, NULL};
         wm_embed_params prm = {.strength = 1.0, .serial = mark_serial};
         CHECK_ST(wm_embed(ctx, &pl, sync, mark_key, &prm, delta), CT_OK);
         for (size_t i = 0; i < n; i++) {
@@ -279,7 +279,7 @@ static void test_informed(ct_ctx *ctx, const img *o, const img *other)
      * the match threshold had been passed): nobody */
     size_t n = (size_t)o->w * o->h;
     float *delta = malloc(n * sizeof *delta), *marked = malloc(n * sizeof *marked);
-    wm_plane pl = {o->w, o->h, o->y, o->up, o->down, o->wt, true, 1};
+    wm_plane pl = {o->w, o->h, o->y, o->up, o->down, o->wt, true, 1, NULL, NULL};
     wm_embed_params prm = {.strength = 1.0, .serial = sa};
     CHECK_ST(wm_embed(ctx, &pl, sync, ka, &prm, delta), CT_OK);
     for (size_t i = 0; i < n; i++) {

@@ -1259,29 +1259,52 @@ static void test_dither_gray(ct_ctx *ctx)
 }
 
 /* med_luma_mt: the same planes on any number of threads. */
+/* The planes are the same on 1 and 4 threads, and med_rooms_row gives
+ * every row of the rooms planes to the bit (whole rows, and a run from an
+ * odd column), for Y'CbCr planes, coefficients, RGBA, 16-bit RGB and
+ * gray + alpha. */
 static void test_luma_threads(ct_ctx *ctx)
 {
-    static const char *files[] = {"images/bg_dune_q90_420_icc_1920x1080.jpg",
-                                  "images/cel_kid_rgba_1920x1080.png",
-                                  "images/bg_garden_16bit_1920x1080.png"};
+    static const struct {
+        const char *file;
+        unsigned flags;
+    } files[] = {{"images/bg_dune_q90_420_icc_1920x1080.jpg", MED_READ_YCC},
+                 {"images/bg_dune_q90_420_icc_1920x1080.jpg", MED_READ_COEF},
+                 {"images/cel_kid_rgba_1920x1080.png", 0},
+                 {"images/bg_garden_16bit_1920x1080.png", 0},
+                 {"images/lineart_car2_graya_1920x1080.png", 0}};
     for (size_t k = 0; k < sizeof files / sizeof files[0]; k++) {
         med_image *img = NULL;
-        CHECK_ST(med_read_file_as(ctx, tu_sample(files[k]), k == 0 ? MED_READ_YCC : 0, &img),
-                 CT_OK);
+        CHECK_ST(med_read_file_as(ctx, tu_sample(files[k].file), files[k].flags, &img), CT_OK);
         if (img == NULL) {
             continue;
         }
-        size_t n = (size_t)med_width(img) * med_height(img);
+        const uint32_t w = med_width(img), h = med_height(img);
+        size_t n = (size_t)w * h;
         float *p1 = malloc(4 * n * sizeof *p1), *p4 = malloc(4 * n * sizeof *p4);
-        if (p1 != NULL && p4 != NULL) {
+        float *ru = malloc(2 * (size_t)w * sizeof *ru);
+        if (p1 != NULL && p4 != NULL && ru != NULL) {
             CHECK_ST(med_luma(ctx, img, p1, p1 + n, p1 + 2 * n, p1 + 3 * n), CT_OK);
             CHECK_ST(med_luma_mt(ctx, img, p4, p4 + n, p4 + 2 * n, p4 + 3 * n, 4), CT_OK);
             CHECK(memcmp(p1, p4, 4 * n * sizeof *p1) == 0);
+            float *rd = ru + w;
+            size_t bad = 0;
+            for (uint32_t r = 0; r < h; r++) {
+                med_rooms_row(img, r, 0, w, ru, rd);
+                bad += memcmp(ru, p1 + n + (size_t)r * w, w * sizeof *ru) != 0 ||
+                       memcmp(rd, p1 + 2 * n + (size_t)r * w, w * sizeof *rd) != 0;
+            }
+            CHECK(bad == 0);
+            const uint32_t r = h / 2, x0 = 3, m = w - 8;
+            med_rooms_row(img, r, x0, m, ru, rd);
+            CHECK(memcmp(ru, p1 + n + (size_t)r * w + x0, m * sizeof *ru) == 0);
+            CHECK(memcmp(rd, p1 + 2 * n + (size_t)r * w + x0, m * sizeof *rd) == 0);
         } else {
             CHECK(!"out of memory");
         }
         free(p1);
         free(p4);
+        free(ru);
         med_image_free(img);
     }
 }

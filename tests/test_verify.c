@@ -192,7 +192,7 @@ static void test_sync(ct_ctx *ctx)
     for (size_t i = 0; i < n; i++) {
         orig[i] = clamp255(128.0 + 8.0 * rng_gauss(&r));
     }
-    wm_plane pl = {W, H, orig, NULL, NULL, NULL, true, 1};
+    wm_plane pl = {W, H, orig, NULL, NULL, NULL, true, 1, NULL, NULL};
     wm_embed_params prm = {.strength = 1.0, .serial = serial};
     CHECK_ST(wm_embed(ctx, &pl, skey, keys[1].key, &prm, delta), CT_OK);
     for (size_t i = 0; i < n; i++) {
@@ -493,7 +493,7 @@ static void test_issued(ct_ctx *ctx)
     for (size_t i = 0; i < n; i++) {
         orig[i] = clamp255(128.0 + 6.0 * rng_gauss(&r));
     }
-    wm_plane pl = {W, H, orig, NULL, NULL, NULL, true, 1};
+    wm_plane pl = {W, H, orig, NULL, NULL, NULL, true, 1, NULL, NULL};
     /* Weak marks under strong noise: around the decoder's edge. */
     const double cell = WM_CELLS / (double)wm_period_for(W, H);
     const vfy_geom geom = {{{cell, 0}, {0, cell}}, 0, true};
@@ -614,7 +614,7 @@ static void test_faults(ct_ctx *ctx)
         y[i] = clamp255(120 + 8 * rng_gauss(&r));
         wt[i] = (i % w) < 20 ? 0.0f : 1.0f;
     }
-    wm_plane pl = {w, h, y, NULL, NULL, wt, true, 1};
+    wm_plane pl = {w, h, y, NULL, NULL, wt, true, 1, NULL, NULL};
     wm_embed_params prm = {.strength = 1.0, .serial = 4242};
     CHECK_ST(wm_embed(ctx, &pl, skey, k.key, &prm, delta), CT_OK);
     for (size_t i = 0; i < n; i++) {
@@ -736,7 +736,7 @@ static void test_cel_figure(ct_ctx *ctx)
             nvis += wt[i] > 0;
         }
     }
-    wm_plane pl = {W, H, y, up, down, wt, true, 1};
+    wm_plane pl = {W, H, y, up, down, wt, true, 1, NULL, NULL};
     wm_embed_params prm = {.strength = 1.0, .serial = 0x600dcafeu};
     CHECK_ST(wm_embed(ctx, &pl, skey, keys[1].key, &prm, d), CT_OK);
     /* Written in whole levels, then a little noise on top (a re-export). */

@@ -667,7 +667,7 @@ static void test_tile(ct_ctx *ctx)
     /* The embedder renders exactly wm_tile_at: flat gray, fine output, so
      * the budget is one constant and the change is that constant times
      * the tile at u = x * 64 / P. */
-    wm_plane pl = {w, h, y, up, down, NULL, true, 1};
+    wm_plane pl = {w, h, y, up, down, NULL, true, 1, NULL, NULL};
     wm_embed_params prm = {.strength = 1.0, .serial = serial};
     CHECK_ST(wm_embed(ctx, &pl, skey, vkey, &prm, delta), CT_OK);
     int P = wm_period_for(w, h);
@@ -855,7 +855,7 @@ static void test_mask(ct_ctx *ctx)
     }
     for (int fine = 0; fine <= 1; fine++) {
         const float cap = fine ? 0.6f : 0.45f;
-        wm_plane pl = {w, h, y, NULL, NULL, NULL, fine, 1};
+        wm_plane pl = {w, h, y, NULL, NULL, NULL, fine, 1, NULL, NULL};
         mask_image(y, w, h, line_x, half, 30.0f);
         CHECK_ST(wm_mask(ctx, &pl, 1.0, amp), CT_OK);
         /* The same picture with a fainter line. */
@@ -917,7 +917,7 @@ static void test_mask(ct_ctx *ctx)
         wt[i] = (i % 3 == 0) ? 0.0f : 1.0f;
     }
     {
-        wm_plane pl0 = {w, h, y, NULL, NULL, NULL, false, 1};
+        wm_plane pl0 = {w, h, y, NULL, NULL, NULL, false, 1, NULL, NULL};
         wm_plane pl = pl0;
         for (size_t i = 0; i < n; i++) {
             wt[i] = 1.0f;
@@ -1016,7 +1016,7 @@ static void test_quality(ct_ctx *ctx)
         }
         CHECK_ST(med_luma(ctx, img, y, up, down, wt), CT_OK);
         bool fine = med_depth(img) == 16 || cases[c].split;
-        wm_plane pl = {w, h, y, up, down, wt, fine, 1};
+        wm_plane pl = {w, h, y, up, down, wt, fine, 1, NULL, NULL};
         wm_embed_params prm = {.strength = 1.0, .serial = 0xa5a5a5a5u};
         CHECK_ST(wm_embed(ctx, &pl, skey, vkey, &prm, delta), CT_OK);
         {
@@ -1189,7 +1189,7 @@ static void test_quality_reference(void)
             wt[i] = (float)((r >> 16) % 5) / 4.0f;
         }
         for (int alpha = 0; alpha < 2; alpha++) {
-            wm_plane pl = {w, h, y, NULL, NULL, alpha ? wt : NULL, false, 3};
+            wm_plane pl = {w, h, y, NULL, NULL, alpha ? wt : NULL, false, 3, NULL, NULL};
             double p = 0, q = 0, pr = 0, qr = 0;
             wm_quality(&pl, d, &p, &q);
             quality_reference(&pl, d, &pr, &qr);
@@ -1198,7 +1198,7 @@ static void test_quality_reference(void)
         }
         /* no change at all: 99 dB and an SSIM of 1 */
         memset(d, 0, n * sizeof *d);
-        wm_plane pl = {w, h, y, NULL, NULL, wt, false, 2};
+        wm_plane pl = {w, h, y, NULL, NULL, wt, false, 2, NULL, NULL};
         double p = 0, q = 0;
         wm_quality(&pl, d, &p, &q);
         CHECK(p == 99.0);
@@ -1231,7 +1231,7 @@ static void test_faults(ct_ctx *ctx)
     for (size_t i = 0; i < n; i++) {
         y[i] = (float)(100.0 + 6.0 * rng_gauss(&r));
     }
-    wm_plane pl = {w, h, y, NULL, NULL, NULL, false, 1};
+    wm_plane pl = {w, h, y, NULL, NULL, NULL, false, 1, NULL, NULL};
     wm_embed_params prm = {.strength = 1.0, .serial = 77};
     CHECK_ST(wm_embed(ctx, &pl, skey, vkey, &prm, ref), CT_OK);
     CHECK_ST(wm_mask(ctx, &pl, 1.0, delta), CT_OK);

@@ -136,7 +136,7 @@ static ct_status correlate(ct_ctx *ctx, const vfy_original *o, const vfy_gray *s
                            const uint8_t key[WM_KEYBYTES], uint32_t serial, double strength,
                            work *wk, double *corr)
 {
-    wm_plane pl = {o->w, o->h, o->y, o->room_up, o->room_down, o->weight, o->fine, 1};
+    wm_plane pl = {o->w, o->h, o->y, o->room_up, o->room_down, o->weight, o->fine, 1, NULL, NULL};
     wm_embed_params prm = {.strength = strength, .serial = serial};
     ct_status st = CT_OK;
     /* The budget depends on the original and the strength only: computed

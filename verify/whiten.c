@@ -162,7 +162,7 @@ ct_status vfy_whiten(ct_ctx *ctx, const float *img, const float *weight, uint32_
         st = CT_ERR_NOMEM;
         goto done;
     }
-    wm_plane pl = {w, h, img, NULL, NULL, weight, true, 1};
+    wm_plane pl = {w, h, img, NULL, NULL, weight, true, 1, NULL, NULL};
     st = wm_mask(ctx, &pl, 1.0, amp);
     if (st != CT_OK) {
         goto done;

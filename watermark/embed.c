@@ -138,6 +138,7 @@ typedef struct amp_job {
     const wm_plane *pl;
     const float *amp;
     float *delta;
+    float *rooms_buf; /* pl->rooms: 2 w floats a band, NULL otherwise */
     const float *tile;
     int P;
     int pass;
@@ -214,6 +215,7 @@ static inline __attribute__((always_inline)) void sums_loop(const float *wt, con
     }
 }
 
+/* up and down (NULL: no limit) start at the run's first pixel. */
 static inline __attribute__((always_inline)) void apply_loop(const float *up, const float *down,
                                                              const float *amp, const float *trow,
                                                              float *delta, size_t i0, uint32_t n,
@@ -223,8 +225,8 @@ static inline __attribute__((always_inline)) void apply_loop(const float *up, co
         size_t i = i0 + j;
         float f = amp[i] < fcap ? amp[i] : fcap;
         float A = f + kf * (amp[i] - f);
-        delta[i] = wm_clip_shift(A * trow[j], A, up != NULL ? up[i] : INFINITY,
-                                 down != NULL ? down[i] : INFINITY);
+        delta[i] = wm_clip_shift(A * trow[j], A, up != NULL ? up[j] : INFINITY,
+                                 down != NULL ? down[j] : INFINITY);
     }
 }
 
@@ -283,13 +285,13 @@ void wm_ceiling_row(const float *wt, const float *amp, const float *tile, int P,
     }
 }
 
-/* Pass 1: the change itself, A t kept inside the rooms, and its seen
- * energy. */
+/* Pass 1: the change itself, A t kept inside the rooms (up and down from
+ * the run's first pixel, or NULL), and its seen energy. */
 CT_SIMD_CLONES
-static void run_apply(const amp_job *jb, size_t i0, const float *trow, uint32_t n, double *sum)
+static void run_apply(const amp_job *jb, size_t i0, const float *up, const float *down,
+                      const float *trow, uint32_t n, double *sum)
 {
-    const wm_plane *pl = jb->pl;
-    const float *up = pl->room_up, *down = pl->room_down, *wt = pl->weight;
+    const float *wt = jb->pl->weight;
     if (up != NULL && down != NULL) {
         apply_loop(up, down, jb->amp, trow, jb->delta, i0, n, jb->fcap, jb->k);
     } else if (up == NULL && down == NULL) {
@@ -323,10 +325,20 @@ static void amp_band(void *arg, unsigned band)
                            jb->tile, jb->P, y, w, jb->fcap, sum);
             continue;
         }
+        const wm_plane *pl = jb->pl;
+        const float *up = pl->room_up != NULL ? pl->room_up + (size_t)y * w : NULL;
+        const float *down = pl->room_down != NULL ? pl->room_down + (size_t)y * w : NULL;
+        if (up == NULL && down == NULL && pl->rooms != NULL) {
+            float *ur = jb->rooms_buf + (size_t)band * 2 * w, *dr = ur + w;
+            pl->rooms(pl->rooms_src, y, 0, w, ur, dr);
+            up = ur;
+            down = dr;
+        }
         const float *trow = jb->tile + (size_t)(y % P) * P;
         for (uint32_t x0 = 0; x0 < w; x0 += P) {
             const uint32_t run = w - x0 < P ? w - x0 : P;
-            run_apply(jb, (size_t)y * w + x0, trow, run, sum);
+            run_apply(jb, (size_t)y * w + x0, up != NULL ? up + x0 : NULL,
+                      down != NULL ? down + x0 : NULL, trow, run, sum);
         }
     }
     memcpy(jb->sum[band], sum, sizeof sum);
@@ -379,8 +391,9 @@ static float ceiling_fcap(const wm_plane *pl, const wm_embed_params *prm)
  * over the visible pixels to the ceiling. The transparent canvas of a cel
  * must not dilute the figure that matters. sums are pass 0's, band by
  * band (wm_ceiling_row); this is pass 1 and the last scale. */
-static void apply_ceiling(const wm_plane *pl, const float *amp, const float *tile, int P,
-                          float fcap, const double sums[WM_BANDS][4], float *delta)
+static ct_status apply_ceiling(ct_ctx *ctx, const wm_plane *pl, const float *amp,
+                               const float *tile, int P, float fcap,
+                               const double sums[WM_BANDS][4], float *delta)
 {
     const size_t npix = (size_t)pl->w * pl->h;
     double cap = 255.0 * pow(10.0, -PSNR_FLOOR_DB / 20.0);
@@ -403,8 +416,15 @@ static void apply_ceiling(const wm_plane *pl, const float *amp, const float *til
         k = c >= 0 || s_ee <= 0 ? 0.0 : (-s_fe + sqrt(s_fe * s_fe - s_ee * c)) / s_ee;
         k = fmin(fmax(k, 0.0), 1.0);
     }
-    amp_job jb = {pl, amp, delta, tile, P, 1, fcap, (float)k, {{0}}};
+    amp_job jb = {pl, amp, delta, NULL, tile, P, 1, fcap, (float)k, {{0}}};
+    if (pl->room_up == NULL && pl->room_down == NULL && pl->rooms != NULL) {
+        jb.rooms_buf = ct_mallocarray(ctx, (size_t)WM_BANDS * 2, (size_t)pl->w * sizeof(float));
+        if (jb.rooms_buf == NULL) {
+            return CT_ERR_NOMEM;
+        }
+    }
     ct_parallel(WM_BANDS, pl->threads, amp_band, &jb);
+    free(jb.rooms_buf);
     double sum2 = 0;
     for (unsigned bnd = 0; bnd < WM_BANDS; bnd++) {
         sum2 += jb.sum[bnd][0];
@@ -418,6 +438,7 @@ static void apply_ceiling(const wm_plane *pl, const float *amp, const float *til
             delta[i] *= kk;
         }
     }
+    return CT_OK;
 }
 
 ct_status wm_embed_amp(ct_ctx *ctx, const wm_plane *pl, const float *amp,
@@ -435,11 +456,11 @@ ct_status wm_embed_amp(ct_ctx *ctx, const wm_plane *pl, const float *amp,
         return st;
     }
     const float fcap = ceiling_fcap(pl, prm);
-    amp_job jb = {pl, amp, delta, tile, P, 0, fcap, 1.0f, {{0}}};
+    amp_job jb = {pl, amp, delta, NULL, tile, P, 0, fcap, 1.0f, {{0}}};
     ct_parallel(WM_BANDS, pl->threads, amp_band, &jb);
-    apply_ceiling(pl, amp, tile, P, fcap, (const double(*)[4])jb.sum, delta);
+    st = apply_ceiling(ctx, pl, amp, tile, P, fcap, (const double(*)[4])jb.sum, delta);
     free(tile);
-    return CT_OK;
+    return st;
 }
 
 ct_status wm_embed(ct_ctx *ctx, const wm_plane *pl, const uint8_t sync_key[WM_KEYBYTES],
@@ -461,7 +482,8 @@ ct_status wm_embed(ct_ctx *ctx, const wm_plane *pl, const uint8_t sync_key[WM_KE
     }
     st = wm_mask_ceiling(ctx, pl, prm->strength, delta, &c);
     if (st == CT_OK) {
-        apply_ceiling(pl, delta, c.tile, c.P, c.fcap, (const double(*)[4])c.sum, delta);
+        st = apply_ceiling(ctx, pl, delta, c.tile, c.P, c.fcap, (const double(*)[4])c.sum,
+                           delta);
     }
     free(c.tile);
     return st;

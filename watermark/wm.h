@@ -105,6 +105,11 @@ int wm_period_for(uint32_t w, uint32_t h);
 
 /* ---- mask and embedding ---- */
 
+/* The rooms of row y, columns [x0, x0 + n), into up and down (n floats
+ * each), from src: for a caller that does not keep whole planes of them. */
+typedef void (*wm_rooms_fn)(const void *src, uint32_t y, uint32_t x0, uint32_t n, float *up,
+                            float *down);
+
 typedef struct wm_plane {
     uint32_t w, h;
     const float *y;         /* luma, 8-bit levels */
@@ -115,6 +120,10 @@ typedef struct wm_plane {
                                over channels): no whole-level rounding noise */
     unsigned threads;       /* per-pixel work on up to this many threads (0 or 1:
                                the caller's only); results do not depend on it */
+    /* With room_up and room_down NULL, the rooms row by row from rooms
+     * (NULL: no clipping limit); the same values give the same mark. */
+    wm_rooms_fn rooms;
+    const void *rooms_src;
 } wm_plane;
 
 /* Row bands the per-pixel work is cut into, whatever the thread count. */
