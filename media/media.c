@@ -558,6 +558,39 @@ void med_libav_quiet(void)
  * each is written once as an always-inline body and instantiated per
  * channel count and depth: the compiler then drops the per-pixel branches
  * and vectorises. T is uint8_t or uint16_t. */
+/* BODY(T, channels, max, scale) for the sample layout of img: 8- or
+ * 16-bit samples, 1 to 4 channels; 16-bit samples are brought to 8-bit
+ * levels (1/257). */
+#define SAMPLE_SWITCH(img, BODY)                                                                \
+    do {                                                                                       \
+        switch ((img)->channels * 100u + (img)->depth) {                                       \
+        case 108:                                                                              \
+            BODY(uint8_t, 1, 255u, 1.0f);                                                      \
+            break;                                                                             \
+        case 208:                                                                              \
+            BODY(uint8_t, 2, 255u, 1.0f);                                                      \
+            break;                                                                             \
+        case 308:                                                                              \
+            BODY(uint8_t, 3, 255u, 1.0f);                                                      \
+            break;                                                                             \
+        case 408:                                                                              \
+            BODY(uint8_t, 4, 255u, 1.0f);                                                      \
+            break;                                                                             \
+        case 116:                                                                              \
+            BODY(uint16_t, 1, 65535u, 1.0f / 257.0f);                                          \
+            break;                                                                             \
+        case 216:                                                                              \
+            BODY(uint16_t, 2, 65535u, 1.0f / 257.0f);                                          \
+            break;                                                                             \
+        case 316:                                                                              \
+            BODY(uint16_t, 3, 65535u, 1.0f / 257.0f);                                          \
+            break;                                                                             \
+        default:                                                                               \
+            BODY(uint16_t, 4, 65535u, 1.0f / 257.0f);                                          \
+            break;                                                                             \
+        }                                                                                      \
+    } while (0)
+
 #define LUMA_BODY(T, ch, maxv, scale)                                                          \
     do {                                                                                       \
         const T *p = (const T *)src;                                                           \
@@ -747,32 +780,7 @@ CT_SIMD_CLONES
 static void rgb_rooms(const med_image *img, uint32_t y, uint32_t x0, uint32_t n,
                       float *restrict up, float *restrict down)
 {
-    switch (img->channels * 100u + img->depth) {
-    case 108:
-        ROOMS_BODY(uint8_t, 1, 255u, 1.0f);
-        break;
-    case 208:
-        ROOMS_BODY(uint8_t, 2, 255u, 1.0f);
-        break;
-    case 308:
-        ROOMS_BODY(uint8_t, 3, 255u, 1.0f);
-        break;
-    case 408:
-        ROOMS_BODY(uint8_t, 4, 255u, 1.0f);
-        break;
-    case 116:
-        ROOMS_BODY(uint16_t, 1, 65535u, 1.0f / 257.0f);
-        break;
-    case 216:
-        ROOMS_BODY(uint16_t, 2, 65535u, 1.0f / 257.0f);
-        break;
-    case 316:
-        ROOMS_BODY(uint16_t, 3, 65535u, 1.0f / 257.0f);
-        break;
-    default:
-        ROOMS_BODY(uint16_t, 4, 65535u, 1.0f / 257.0f);
-        break;
-    }
+    SAMPLE_SWITCH(img, ROOMS_BODY);
 }
 
 void med_rooms_row(const void *src, uint32_t y, uint32_t x0, uint32_t n, float *up, float *down)
@@ -820,32 +828,7 @@ static void luma_band(void *arg, unsigned band)
     float *weight = jb->wt != NULL ? jb->wt + off : NULL;
     /* 16-bit samples are brought to 8-bit levels (1/257) so the mark's
      * strength means the same thing at both depths. */
-    switch (img->channels * 100u + img->depth) {
-    case 108:
-        LUMA_BODY(uint8_t, 1, 255u, 1.0f);
-        break;
-    case 208:
-        LUMA_BODY(uint8_t, 2, 255u, 1.0f);
-        break;
-    case 308:
-        LUMA_BODY(uint8_t, 3, 255u, 1.0f);
-        break;
-    case 408:
-        LUMA_BODY(uint8_t, 4, 255u, 1.0f);
-        break;
-    case 116:
-        LUMA_BODY(uint16_t, 1, 65535u, 1.0f / 257.0f);
-        break;
-    case 216:
-        LUMA_BODY(uint16_t, 2, 65535u, 1.0f / 257.0f);
-        break;
-    case 316:
-        LUMA_BODY(uint16_t, 3, 65535u, 1.0f / 257.0f);
-        break;
-    default:
-        LUMA_BODY(uint16_t, 4, 65535u, 1.0f / 257.0f);
-        break;
-    }
+    SAMPLE_SWITCH(img, LUMA_BODY);
 }
 
 ct_status med_luma(ct_ctx *ctx, const med_image *img, float *y, float *room_up, float *room_down,
