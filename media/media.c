@@ -600,91 +600,27 @@ void med_libav_quiet(void)
             const unsigned r = p[0];                                                           \
             const unsigned g = color_ ? p[1] : r;                                              \
             const unsigned b = color_ ? p[2] : r;                                              \
-            unsigned hi = r > g ? r : g;                                                       \
-            unsigned lo = r < g ? r : g;                                                       \
-            hi = hi > b ? hi : b;                                                              \
-            lo = lo < b ? lo : b;                                                              \
             y[i] = (color_ ? 0.299f * (float)r + 0.587f * (float)g + 0.114f * (float)b         \
                            : (float)r) *                                                       \
                    (scale);                                                                    \
-            if (room_up != NULL) {                                                             \
-                room_up[i] = (float)((maxv)-hi) * (scale);                                     \
-            }                                                                                  \
-            if (room_down != NULL) {                                                           \
-                room_down[i] = (float)lo * (scale);                                            \
-            }                                                                                  \
             if (weight != NULL) {                                                              \
                 weight[i] = alpha_ ? (float)p[(ch)-1] * (1.0f / (float)(maxv)) : 1.0f;         \
             }                                                                                  \
         }                                                                                      \
     } while (0)
 
-/* Y'CbCr planes: the luma is Y itself. Adding d to Y adds d to each of
- * R, G and B as a decoder computes them (JFIF: R = Y + 1.402 Cr',
- * G = Y - 0.344136 Cb' - 0.714136 Cr', B = Y + 1.772 Cb', with
- * C' = C - 128), so the rooms are what the colour leaves before a channel
- * clips, from the chroma sample that covers the pixel. These are rows
- * [r0, r1) of it; hi, lo, hc and lc are scratch of w floats each. */
+/* Y'CbCr planes, rows [r0, r1): the luma is Y itself. */
 CT_SIMD_CLONES
-static void ycc_rows(const med_image *img, uint32_t r0, uint32_t r1, float *y, float *room_up,
-                     float *room_down, float *weight, float *restrict hi, float *restrict lo,
-                     float *restrict hc, float *restrict lc)
+static void ycc_rows(const med_image *img, uint32_t r0, uint32_t r1, float *restrict y,
+                     float *restrict weight)
 {
-    /* Chroma is at 1x1 and Y at 1 or 2 (ycc_sampling_ok): a pixel's chroma
-     * sample is at (x >> sh, r >> sv). Each chroma row's reach is spread to
-     * full width once, so the per-pixel loop runs straight (it vectorises). */
-    const unsigned sh = img->jpeg_h[0] == 2 ? 1u : 0u, sv = img->jpeg_v[0] == 2 ? 1u : 0u;
-    const size_t cw = img->plane_w[1], w = img->w;
-    const bool rooms = room_up != NULL || room_down != NULL;
+    const size_t w = img->w;
     const uint8_t *pix = img->pix;
     for (uint32_t r = r0; r < r1; r++) {
         const uint8_t *yr = pix + (size_t)r * w;
         float *yo = y + (size_t)r * w;
         for (size_t x = 0; x < w; x++) {
             yo[x] = (float)yr[x];
-        }
-        if (rooms) {
-            if (r == r0 || (r >> sv) != ((r - 1) >> sv)) {
-                /* Worked out once a chroma sample (a straight loop that
-                 * vectorises), then spread to the pixels it covers. */
-                const uint8_t *cb = img->plane[1] + (size_t)(r >> sv) * cw;
-                const uint8_t *cr = img->plane[2] + (size_t)(r >> sv) * img->plane_w[2];
-                const size_t nc = ((w - 1) >> sh) + 1;
-                float *hs = sh ? hc : hi, *ls = sh ? lc : lo;
-                for (size_t x = 0; x < nc; x++) {
-                    float b = (float)cb[x] - 128.0f, c = (float)cr[x] - 128.0f;
-                    float dr = 1.402f * c, dg = -0.344136f * b - 0.714136f * c, db = 1.772f * b;
-                    float h = dr > dg ? dr : dg, l = dr < dg ? dr : dg;
-                    hs[x] = h > db ? h : db;
-                    ls[x] = l < db ? l : db;
-                }
-                if (sh) {
-                    for (size_t x = 0; x < w / 2; x++) {
-                        hi[2 * x] = hc[x];
-                        hi[2 * x + 1] = hc[x];
-                        lo[2 * x] = lc[x];
-                        lo[2 * x + 1] = lc[x];
-                    }
-                    if (w % 2) {
-                        hi[w - 1] = hc[w / 2];
-                        lo[w - 1] = lc[w / 2];
-                    }
-                }
-            }
-            float *up = room_up != NULL ? room_up + (size_t)r * w : NULL;
-            float *dn = room_down != NULL ? room_down + (size_t)r * w : NULL;
-            if (up != NULL) {
-                for (size_t x = 0; x < w; x++) {
-                    float u = 255.0f - (yo[x] + hi[x]);
-                    up[x] = u > 0.0f ? u : 0.0f;
-                }
-            }
-            if (dn != NULL) {
-                for (size_t x = 0; x < w; x++) {
-                    float d = yo[x] + lo[x];
-                    dn[x] = d > 0.0f ? d : 0.0f;
-                }
-            }
         }
         if (weight != NULL) {
             for (size_t x = 0; x < w; x++) {
@@ -696,9 +632,13 @@ static void ycc_rows(const med_image *img, uint32_t r0, uint32_t r1, float *y, f
 
 /* ---- rooms a row at a time (med_rooms_row) ---- */
 
-/* Pixels of one piece of a Y'CbCr row: its chroma worked out once a
- * sample and spread to pixel pairs, as ycc_rows does, so the loops run
- * straight. */
+/* Y'CbCr: adding d to Y adds d to each of R, G and B as a decoder
+ * computes them (JFIF: R = Y + 1.402 Cr', G = Y - 0.344136 Cb' -
+ * 0.714136 Cr', B = Y + 1.772 Cb', with C' = C - 128), so the rooms are
+ * what the colour leaves before a channel clips, from the chroma sample
+ * that covers the pixel (chroma at 1x1, Y at 1 or 2: ycc_sampling_ok).
+ * A row goes in pieces: the piece's chroma worked out once a sample and
+ * spread to pixel pairs, so the loops run straight (they vectorise). */
 #define ROOM_PIECE 256u
 
 CT_SIMD_CLONES
@@ -757,7 +697,8 @@ static void ycc_rooms(const med_image *img, uint32_t y, uint32_t x0, uint32_t n,
     }
 }
 
-/* The rooms of interleaved samples, as LUMA_BODY makes them. */
+/* The rooms of interleaved samples: what the brightest channel leaves up
+ * to the top, and the darkest down to 0, in 8-bit levels. */
 #define ROOMS_BODY(T, ch, maxv, scale)                                                         \
     do {                                                                                       \
         const T *p = (const T *)img->pix + ((size_t)y * img->w + x0) * (ch);                   \
@@ -800,7 +741,7 @@ void med_rooms_row(const void *src, uint32_t y, uint32_t x0, uint32_t n, float *
 typedef struct luma_job {
     const med_image *img;
     float *y, *up, *down, *wt;
-    float *scratch; /* ycc: 4 w floats per band */
+    float *scratch; /* one room only: w floats per band for the other */
 } luma_job;
 
 static void luma_band(void *arg, unsigned band)
@@ -812,23 +753,28 @@ static void luma_band(void *arg, unsigned band)
     if (r1 <= r0) {
         return;
     }
+    const size_t w = img->w;
     if (img->ycc) {
-        float *hi = jb->scratch != NULL ? jb->scratch + (size_t)band * 4 * img->w : NULL;
-        ycc_rows(img, r0, r1, jb->y, jb->up, jb->down, jb->wt, hi,
-                 hi != NULL ? hi + img->w : NULL, hi != NULL ? hi + 2 * (size_t)img->w : NULL,
-                 hi != NULL ? hi + 3 * (size_t)img->w : NULL);
-        return;
+        ycc_rows(img, r0, r1, jb->y, jb->wt);
+    } else {
+        const size_t off = (size_t)r0 * w, n = (size_t)(r1 - r0) * w;
+        const size_t ssz = (size_t)img->channels * (img->depth / 8u);
+        const uint8_t *src = (const uint8_t *)img->pix + off * ssz;
+        float *y = jb->y + off;
+        float *weight = jb->wt != NULL ? jb->wt + off : NULL;
+        /* 16-bit samples are brought to 8-bit levels (1/257) so the mark's
+         * strength means the same thing at both depths. */
+        SAMPLE_SWITCH(img, LUMA_BODY);
     }
-    const size_t off = (size_t)r0 * img->w, n = (size_t)(r1 - r0) * img->w;
-    const size_t ssz = (size_t)img->channels * (img->depth / 8u);
-    const uint8_t *src = (const uint8_t *)img->pix + off * ssz;
-    float *y = jb->y + off;
-    float *room_up = jb->up != NULL ? jb->up + off : NULL;
-    float *room_down = jb->down != NULL ? jb->down + off : NULL;
-    float *weight = jb->wt != NULL ? jb->wt + off : NULL;
-    /* 16-bit samples are brought to 8-bit levels (1/257) so the mark's
-     * strength means the same thing at both depths. */
-    SAMPLE_SWITCH(img, LUMA_BODY);
+    /* The rooms: the rows med_rooms_row gives (one implementation for the
+     * planes and for callers that take them row by row). */
+    if (jb->up != NULL || jb->down != NULL) {
+        float *sc = jb->scratch != NULL ? jb->scratch + (size_t)band * w : NULL;
+        for (uint32_t r = r0; r < r1; r++) {
+            med_rooms_row(img, r, 0, img->w, jb->up != NULL ? jb->up + (size_t)r * w : sc,
+                          jb->down != NULL ? jb->down + (size_t)r * w : sc);
+        }
+    }
 }
 
 ct_status med_luma(ct_ctx *ctx, const med_image *img, float *y, float *room_up, float *room_down,
@@ -855,8 +801,9 @@ ct_status med_luma_mt(ct_ctx *ctx, const med_image *img, float *y, float *room_u
                        img->depth);
     }
     luma_job jb = {img, y, room_up, room_down, weight, NULL};
-    if (img->ycc && (room_up != NULL || room_down != NULL)) {
-        jb.scratch = ct_mallocarray(ctx, (size_t)LUMA_BANDS * 4, (size_t)img->w * sizeof(float));
+    if ((room_up == NULL) != (room_down == NULL)) {
+        /* one room asked for: the other's row goes to scratch */
+        jb.scratch = ct_mallocarray(ctx, LUMA_BANDS, (size_t)img->w * sizeof(float));
         if (jb.scratch == NULL) {
             return CT_ERR_NOMEM;
         }
