@@ -9,13 +9,15 @@
 #     attack_scale    IN OUT_PREFIX SEED PCT
 #     attack_croparea IN OUT_PREFIX SEED PCT
 #     attack_rotate   IN OUT_PREFIX SEED DEG
+#     attack_aspect   IN OUT_PREFIX SEED PCT
 #
 # writes exactly one attacked file, OUT_PREFIX plus an extension chosen by the
 # attack (.jpg for JPEG attacks, .webp for WebP, .png otherwise), checks that
 # the file decodes, and prints its path on stdout.  SEED drives everything
 # random (crop positions, noise), so an attack is reproducible.
 # `run_attack SPEC IN OUT_PREFIX SEED` dispatches on a name such as `jpeg75`
-# or a sweep point such as `jpegq:40`, `scale:33`, `croparea:12`, `rotate:7.5`.
+# or a sweep point such as `jpegq:40`, `scale:33`, `croparea:12`, `rotate:7.5`,
+# `aspect:75`.
 #
 # Conventions:
 # - ImageMagick 6 at /usr/bin/convert (override with CT_CONVERT/CT_IDENTIFY);
@@ -194,6 +196,14 @@ attack_scale() {
     _ct_done "$out"
 }
 
+# attack_aspect IN OUT_PREFIX SEED PCT -- width resized to PCT %, height kept
+# (a 16:9 picture squeezed to 4:3 is 75; an anamorphic stretch above 100)
+attack_aspect() {
+    local in=$1 out=$2.png pct=$4
+    "$CT_CONVERT" "${in}[0]" -resize "${pct}%x100%!" -strip "${CT_PNG_OUT[@]}" "$out" || return 1
+    _ct_done "$out"
+}
+
 # attack_croparea IN OUT_PREFIX SEED PCT -- keep PCT % of the area, same
 # aspect ratio, at a random position drawn from SEED
 attack_croparea() {
@@ -319,11 +329,11 @@ ct_attack_applies() {
 }
 
 # run_attack SPEC IN OUT_PREFIX SEED -- SPEC is a public attack name or a sweep
-# point jpegq:Q, webpq:Q, scale:PCT, croparea:PCT, rotate:DEG
+# point jpegq:Q, webpq:Q, scale:PCT, croparea:PCT, rotate:DEG, aspect:PCT
 run_attack() {
     local spec=$1 in=$2 prefix=$3 seed=$4
     case $spec in
-        jpegq:*|webpq:*|scale:*|croparea:*|rotate:*)
+        jpegq:*|webpq:*|scale:*|croparea:*|rotate:*|aspect:*)
             local fn=${spec%%:*} arg=${spec#*:}
             [[ $arg =~ ^-?[0-9]+(\.[0-9]+)?$ ]] || _ct_die "bad parameter in $spec" || return 1
             "attack_$fn" "$in" "$prefix" "$seed" "$arg" ;;

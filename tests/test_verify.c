@@ -141,6 +141,34 @@ static plane transform(const plane *in, double s, double deg, bool mirror, uint3
     return out;
 }
 
+/* in stretched by sx across and sy down (bilinear; a 2x2 box first when
+ * shrinking below 0.8), cut to ow x oh from (ox, oy) of the stretched
+ * picture; outside is mid-grey. */
+static plane stretch(const plane *in, double sx, double sy, uint32_t ow, uint32_t oh, double ox,
+                     double oy)
+{
+    plane out = {ow, oh, malloc((size_t)ow * oh * sizeof(float))};
+    if (out.y == NULL) {
+        return out;
+    }
+    for (uint32_t y = 0; y < oh; y++) {
+        for (uint32_t x = 0; x < ow; x++) {
+            double px = (x + ox + 0.5) / sx - 0.5, py = (y + oy + 0.5) / sy - 0.5;
+            double fx = floor(px), fy = floor(py);
+            long ix = (long)fx, iy = (long)fy;
+            double v = 128.0;
+            if (ix >= 0 && iy >= 0 && ix + 1 < (long)in->w && iy + 1 < (long)in->h) {
+                double ax = px - fx, ay = py - fy;
+                const float *p0 = in->y + (size_t)iy * in->w + (size_t)ix, *p1 = p0 + in->w;
+                v = (1 - ay) * ((1 - ax) * p0[0] + ax * p0[1]) +
+                    ay * ((1 - ax) * p1[0] + ax * p1[1]);
+            }
+            out.y[(size_t)y * ow + x] = clamp255(floor(v + 0.5));
+        }
+    }
+    return out;
+}
+
 /* ---- keys ---------------------------------------------------------------------- */
 
 static void make_key(vfy_key *k, uint32_t vendor, uint8_t seed)
@@ -288,12 +316,12 @@ static void test_sync(ct_ctx *ctx)
         if (sus.y != NULL && white != NULL) {
             wm_sync sy;
             wm_sync_init(&sy, skey);
-            vfy_geom g[1 + VFY_UPRIGHT];
+            vfy_geom g[1 + VFY_EXTRA];
             int nc = 0, nup = 0;
             bool got = false;
             CHECK_ST(vfy_whiten(ctx, sus.y, NULL, 384, 384, 11, 3, white), CT_OK);
             CHECK_ST(vfy_sync_search(ctx, white, 384, 384, &sy, 40.0, 330.0, g, 1, &nc), CT_OK);
-            CHECK(nc >= 2 && nc <= 1 + VFY_UPRIGHT);
+            CHECK(nc >= 2 && nc <= 1 + VFY_EXTRA);
             for (int c = 0; c < nc; c++) {
                 double det = g[c].b[0][0] * g[c].b[1][1] - g[c].b[0][1] * g[c].b[1][0];
                 double per = WM_CELLS / sqrt(fabs(det));
@@ -310,6 +338,43 @@ static void test_sync(ct_ctx *ctx)
         }
         free(white);
         free(sus.y);
+    }
+
+    /* Aspect changes beyond what the fitted map absorbs (a 16:9 picture
+     * squeezed to 4:3, an anamorphic stretch, both with a crop): the
+     * search of stretched upright maps finds them and the mark is named;
+     * the candidate's map has the stretch (cells per pixel across over
+     * down = sy / sx). */
+    {
+        static const double st_cases[][2] = {{0.75, 1.0}, {1.0, 0.75}, {1.33, 1.0}, {0.8, 1.1}};
+        for (size_t c = 0; c < sizeof st_cases / sizeof st_cases[0]; c++) {
+            double sx = st_cases[c][0], sy = st_cases[c][1];
+            plane sus = stretch(&marked, sx, sy, 500, 480, 23.0, 17.0);
+            float *white = malloc((size_t)500 * 480 * sizeof *white);
+            CHECK(sus.y != NULL && white != NULL);
+            if (sus.y != NULL && white != NULL) {
+                vfy_input in = {sus.w, sus.h, sus.y, NULL};
+                vfy_result res;
+                CHECK_ST(vfy_detect(ctx, &in, skey, keys, 3, &res), CT_OK);
+                CHECK(res.nhits == 1 && res.hits[0].vendor_id == 22 &&
+                      res.hits[0].serial == serial);
+                wm_sync sy2;
+                wm_sync_init(&sy2, skey);
+                vfy_geom g[1 + VFY_EXTRA];
+                int nc = 0;
+                bool got = false;
+                CHECK_ST(vfy_whiten(ctx, sus.y, NULL, 500, 480, 11, 3, white), CT_OK);
+                CHECK_ST(vfy_sync_search(ctx, white, 500, 480, &sy2, 40.0, 330.0, g, 1, &nc),
+                         CT_OK);
+                for (int k = 0; k < nc; k++) {
+                    double ratio = g[k].b[0][0] / g[k].b[1][1];
+                    got |= g[k].upright && fabs(ratio / (sy / sx) - 1.0) < 0.03;
+                }
+                CHECK(got);
+            }
+            free(white);
+            free(sus.y);
+        }
     }
 
     /* The unmarked original: nothing, with any key. */

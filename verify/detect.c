@@ -728,7 +728,7 @@ ct_status vfy_detect(ct_ctx *ctx, const vfy_input *in, const uint8_t sync_key[WM
     }
     for (int ps = 0; ps < npass && out->nhits == 0; ps++) {
         level *L = &lv[pass[ps].level];
-        cand cands[PER_LEVEL + VFY_UPRIGHT];
+        cand cands[PER_LEVEL + VFY_EXTRA];
         int ncand = 0;
         if (L->white == NULL) {
             L->white = ct_mallocarray(ctx, (size_t)L->w * L->h, sizeof *L->white);
@@ -741,7 +741,7 @@ ct_status vfy_detect(ct_ctx *ctx, const vfy_input *in, const uint8_t sync_key[WM
                 goto done;
             }
         }
-        vfy_geom g[PER_LEVEL + VFY_UPRIGHT];
+        vfy_geom g[PER_LEVEL + VFY_EXTRA];
         st = vfy_sync_search(ctx, L->white, L->w, L->h, &sync, pass[ps].pmin, pass[ps].pmax, g,
                              PER_LEVEL, &ncand);
         if (st != CT_OK) {

@@ -7,10 +7,14 @@
  * hypothesis whose predicted peaks carry the most power (a first-order
  * template match, not the autocorrelation, which breaks first); the best
  * few are refined and their 2x2 map fitted from the peaks' centroids by
- * least squares, which also absorbs small aspect changes. The upright
- * maps (angle 0, mirrored or not) are also searched on their own: most
- * leaks are not rotated, and a weak mark's peaks that lose to chance over
- * the whole angle range often win among upright maps alone. */
+ * least squares, which also absorbs aspect changes of a few per cent. The
+ * upright maps (angle 0, mirrored or not) are also searched on their own:
+ * most leaks are not rotated, and a weak mark's peaks that lose to chance
+ * over the whole angle range often win among upright maps alone. Larger
+ * aspect changes (a 16:9 picture squeezed to 4:3, an anamorphic export)
+ * move the outer peaks out of the fit's reach, so upright maps stretched
+ * by up to ASPECT_MAX in either direction are searched as a third family,
+ * with a short list of its own. */
 #include "vfy.h"
 
 #include <math.h>
@@ -184,19 +188,25 @@ done:
     return st;
 }
 
+/* The families of maps searched. */
+enum { FAM_ANY, FAM_UPRIGHT, FAM_ASPECT };
+
 typedef struct hyp {
     double logp, ang;
+    double la; /* log of the aspect change: width over height scale */
     int mirror;
     double score;
-    int upright; /* from the upright search: always handed on */
+    int fam; /* upright and aspect maps are always handed on */
 } hyp;
 
-/* Predicted bin of template frequency k under (P, angle, mirror). */
+/* Predicted bin of template frequency k under (P, angle, mirror, aspect):
+ * ax, ay = exp(-la / 2), exp(la / 2), the picture stretched by 1/ax
+ * across and 1/ay down about P's geometric mean. */
 static inline void predict(const spec *s, const wm_sync *sy, int k, double P, double c, double sn,
-                           int mirror, double *bx, double *by)
+                           int mirror, double ax, double ay, double *bx, double *by)
 {
-    double fx = (c * sy->p[k] + sn * sy->q[k]) / P;
-    double fy = (-sn * sy->p[k] + c * sy->q[k]) / P;
+    double fx = ax * (c * sy->p[k] + sn * sy->q[k]) / P;
+    double fy = ay * (-sn * sy->p[k] + c * sy->q[k]) / P;
     if (mirror) {
         fx = -fx;
     }
@@ -205,12 +215,13 @@ static inline void predict(const spec *s, const wm_sync *sy, int k, double P, do
 }
 
 static double score_at(const spec *s, const wm_sync *sy, const float *arr, double P, double ang,
-                       int mirror, bool interp)
+                       int mirror, double la, bool interp)
 {
     double c = cos(ang), sn = sin(ang), acc = 0;
+    double ax = exp(-0.5 * la), ay = 1.0 / ax;
     for (int k = 0; k < WM_SYNC_K; k++) {
         double bx, by;
-        predict(s, sy, k, P, c, sn, mirror, &bx, &by);
+        predict(s, sy, k, P, c, sn, mirror, ax, ay, &bx, &by);
         acc += interp ? spec_interp(s, bx, by) : spec_at(s, arr, bx, by);
     }
     return acc / WM_SYNC_K;
@@ -219,13 +230,19 @@ static double score_at(const spec *s, const wm_sync *sy, const float *arr, doubl
 #define MAX_ANGLE (10.5 * M_PI / 180.0)
 #define TOPN      12
 #define TOPU      VFY_UPRIGHT
+#define TOPA      VFY_ASPECT
+/* Aspect changes searched: up to this factor either way (4:3 from 16:9
+ * is 0.75); up to ASPECT_FIT the upright search and the fit cover it. */
+#define ASPECT_MAX 1.45
+#define ASPECT_FIT 1.04
 
 static void keep_top(hyp *top, int *n, int cap, const hyp *h, double dl, double da)
 {
-    /* Non-maximum suppression: one entry per neighbourhood. */
+    /* Non-maximum suppression: one entry per neighbourhood (angle and
+     * aspect steps are da and 2 da). */
     for (int i = 0; i < *n; i++) {
         if (top[i].mirror == h->mirror && fabs(top[i].logp - h->logp) < 4 * dl &&
-            fabs(top[i].ang - h->ang) < 4 * da) {
+            fabs(top[i].ang - h->ang) < 4 * da && fabs(top[i].la - h->la) < 8 * da) {
             if (h->score > top[i].score) {
                 top[i] = *h;
             }
@@ -250,14 +267,14 @@ static void keep_top(hyp *top, int *n, int cap, const hyp *h, double dl, double 
 /* Fit the 2x2 frequency map from the peaks near their predicted places:
  * f_k ~ M g_k, with M = B^T / 64 and B the pixel -> cell map. */
 static bool fit_map(const spec *s, const wm_sync *sy, double P, double ang, int mirror,
-                    double b[2][2])
+                    double la, double b[2][2])
 {
-    double c = cos(ang), sn = sin(ang);
+    double c = cos(ang), sn = sin(ang), ax = exp(-0.5 * la), ay = 1.0 / ax;
     double sgg[2][2] = {{0, 0}, {0, 0}}, sfg[2][2] = {{0, 0}, {0, 0}};
     int used = 0;
     for (int k = 0; k < WM_SYNC_K; k++) {
         double bx, by;
-        predict(s, sy, k, P, c, sn, mirror, &bx, &by);
+        predict(s, sy, k, P, c, sn, mirror, ax, ay, &bx, &by);
         double sign = 1;
         if (bx < 0) {
             bx = -bx;
@@ -315,14 +332,15 @@ static bool fit_map(const spec *s, const wm_sync *sy, double P, double ang, int 
     return true;
 }
 
-static void map_from(double P, double ang, int mirror, double b[2][2])
+static void map_from(double P, double ang, int mirror, double la, double b[2][2])
 {
-    /* cell = (64/P) R(ang) F pixel */
+    /* cell = (64/P) R(ang) F diag(ax, ay) pixel */
     double k = WM_CELLS / P, c = cos(ang), sn = sin(ang), f = mirror ? -1 : 1;
-    b[0][0] = k * c * f;
-    b[0][1] = -k * sn;
-    b[1][0] = k * sn * f;
-    b[1][1] = k * c;
+    double ax = exp(-0.5 * la), ay = 1.0 / ax;
+    b[0][0] = k * c * f * ax;
+    b[0][1] = -k * sn * ay;
+    b[1][0] = k * sn * f * ax;
+    b[1][1] = k * c * ay;
 }
 
 ct_status vfy_sync_search(ct_ctx *ctx, const float *white, uint32_t w, uint32_t h,
@@ -330,64 +348,84 @@ ct_status vfy_sync_search(ct_ctx *ctx, const float *white, uint32_t w, uint32_t 
                           int *ncands)
 {
     spec s;
-    hyp top[TOPN + TOPU], upr[TOPU];
-    int ntop = 0, nup = 0;
+    hyp top[TOPN + TOPU + TOPA], upr[TOPU], asp[TOPA];
+    int ntop = 0, nup = 0, nasp = 0;
     *ncands = 0;
     ct_status st = spec_make(ctx, white, w, h, &s);
     if (st != CT_OK) {
         return st;
     }
     double big = (double)(s.W > s.H ? s.W : s.H);
-    /* The outermost peak moves about one bin per step. The upright maps
-     * are also kept in a list of their own: a few hundred hypotheses
-     * instead of some 10^5, so their best faces far fewer chance peaks. */
+    const double la_max = log(ASPECT_MAX), la_fit = log(ASPECT_FIT);
+    /* The outermost peak moves about one bin per step (of angle; an
+     * aspect step of twice that moves it as far). The upright maps are
+     * also kept in a list of their own: a few hundred hypotheses instead
+     * of some 10^5, so their best faces far fewer chance peaks; the
+     * stretched ones in another, as many as the rotated ones. */
     for (double lp = log(pmax); lp >= log(pmin);) {
         double P = exp(lp);
         double step = P / (WM_SYNC_RMAX * big);
         for (int m = 0; m < 2; m++) {
             for (double a = -MAX_ANGLE; a <= MAX_ANGLE; a += step) {
-                hyp hh = {lp, a, m, score_at(&s, sync, s.mx, P, a, m, false), 0};
+                hyp hh = {lp, a, 0.0, m, score_at(&s, sync, s.mx, P, a, m, 0.0, false), FAM_ANY};
                 if (ntop < TOPN || hh.score > top[ntop - 1].score - 1e9) {
                     keep_top(top, &ntop, TOPN, &hh, step, step);
                 }
             }
-            hyp hu = {lp, 0.0, m, score_at(&s, sync, s.mx, P, 0.0, m, false), 1};
+            hyp hu = {lp, 0.0, 0.0, m, score_at(&s, sync, s.mx, P, 0.0, m, 0.0, false),
+                      FAM_UPRIGHT};
             keep_top(upr, &nup, TOPU, &hu, step, step);
+            for (double la = la_fit; la <= la_max; la += 2 * step) {
+                for (int sg = -1; sg <= 1; sg += 2) {
+                    hyp ha = {lp, 0.0, sg * la, m,
+                              score_at(&s, sync, s.mx, P, 0.0, m, sg * la, false), FAM_ASPECT};
+                    keep_top(asp, &nasp, TOPA, &ha, step, step);
+                }
+            }
         }
         lp -= step;
     }
     memcpy(top + ntop, upr, (size_t)nup * sizeof *upr);
     ntop += nup;
-    /* Refine on the unfiltered spectrum, then fit the map from the peaks. */
+    memcpy(top + ntop, asp, (size_t)nasp * sizeof *asp);
+    ntop += nasp;
+    /* Refine on the unfiltered spectrum, then fit the map from the peaks:
+     * in period and angle, or for a stretched map in period and aspect. */
     for (int i = 0; i < ntop; i++) {
         double P = exp(top[i].logp);
         double step = P / (WM_SYNC_RMAX * big);
+        bool stretched = top[i].fam == FAM_ASPECT;
         hyp best = top[i];
         best.score = -1;
         for (int di = -6; di <= 6; di++) {
             for (int dj = -6; dj <= 6; dj++) {
-                double lp = top[i].logp + di * step / 4, a = top[i].ang + dj * step / 4;
-                double sc = score_at(&s, sync, s.sw, exp(lp), a, top[i].mirror, true);
+                double lp = top[i].logp + di * step / 4;
+                double a = stretched ? top[i].ang : top[i].ang + dj * step / 4;
+                double la = stretched ? top[i].la + dj * step / 2 : top[i].la;
+                double sc = score_at(&s, sync, s.sw, exp(lp), a, top[i].mirror, la, true);
                 if (sc > best.score) {
                     best.logp = lp;
                     best.ang = a;
+                    best.la = la;
                     best.score = sc;
                 }
             }
         }
         top[i] = best;
     }
-    /* Refinement can walk two entries onto one peak: keep the better. */
+    /* Refinement can walk two entries onto one peak: keep the better
+     * (handed on if either was). */
     for (int i = 0; i < ntop; i++) {
         for (int j = i + 1; j < ntop; j++) {
             double step = exp(top[i].logp) / (WM_SYNC_RMAX * big);
             if (top[i].mirror == top[j].mirror && fabs(top[i].logp - top[j].logp) < 2 * step &&
-                fabs(top[i].ang - top[j].ang) < 2 * step) {
-                int up = top[i].upright | top[j].upright;
+                fabs(top[i].ang - top[j].ang) < 2 * step &&
+                fabs(top[i].la - top[j].la) < 4 * step) {
+                int fam = top[i].fam != FAM_ANY ? top[i].fam : top[j].fam;
                 if (top[j].score > top[i].score) {
                     top[i] = top[j];
                 }
-                top[i].upright = up;
+                top[i].fam = fam;
                 top[j] = top[--ntop];
                 j--;
             }
@@ -403,23 +441,23 @@ ct_status vfy_sync_search(ct_ctx *ctx, const float *white, uint32_t w, uint32_t 
             }
         }
     }
-    /* The best `max` of the whole search, then the upright ones not among
-     * them. */
+    /* The best `max` of the whole search, then the upright and stretched
+     * ones not among them. */
     int ngot = 0;
     for (int pass = 0; pass < 2; pass++) {
         for (int i = 0; i < ntop; i++) {
-            bool take = pass == 0 ? (!top[i].upright && ngot < max) : top[i].upright;
+            bool take = pass == 0 ? (top[i].fam == FAM_ANY && ngot < max) : top[i].fam != FAM_ANY;
             if (!take) {
                 continue;
             }
             ngot += pass == 0;
             vfy_geom *g = &cands[(*ncands)++];
             double P = exp(top[i].logp);
-            if (!fit_map(&s, sync, P, top[i].ang, top[i].mirror, g->b)) {
-                map_from(P, top[i].ang, top[i].mirror, g->b);
+            if (!fit_map(&s, sync, P, top[i].ang, top[i].mirror, top[i].la, g->b)) {
+                map_from(P, top[i].ang, top[i].mirror, top[i].la, g->b);
             }
             g->score = top[i].score;
-            g->upright = top[i].upright;
+            g->upright = top[i].fam != FAM_ANY;
         }
     }
     spec_free(&s);

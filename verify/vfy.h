@@ -68,11 +68,15 @@ ct_status vfy_detect(ct_ctx *ctx, const vfy_input *in, const uint8_t sync_key[WM
 typedef struct vfy_geom {
     double b[2][2];
     double score; /* spectral score */
-    bool upright; /* an upright map: folded whatever its spectral score */
+    bool upright; /* an upright map, maybe stretched: folded whatever its
+                   * spectral score */
 } vfy_geom;
 
-/* Upright candidates vfy_sync_search adds after its `max` best. */
+/* Upright and stretched (aspect-changed upright) candidates
+ * vfy_sync_search adds after its `max` best. */
 #define VFY_UPRIGHT 4
+#define VFY_ASPECT  2
+#define VFY_EXTRA   (VFY_UPRIGHT + VFY_ASPECT)
 
 /* The map of an upright, unmirrored tile of `period` pixels (cell = B *
  * pixel): where the embedder put it, or a plain resize of that. */
@@ -100,8 +104,9 @@ ct_status vfy_whiten(ct_ctx *ctx, const float *img, const float *weight, uint32_
 /* Candidate geometries from the spectrum of a whitened image (w x h, NaN
  * where transparent), periods pmin..pmax pixels: the best `max` of the
  * whole search, best first, then up to VFY_UPRIGHT from the search of
- * upright maps alone (flagged upright) that were not among them. cands
- * holds max + VFY_UPRIGHT. */
+ * upright maps alone and VFY_ASPECT from that of stretched upright maps
+ * (both flagged upright) that were not among them. cands holds
+ * max + VFY_EXTRA. */
 ct_status vfy_sync_search(ct_ctx *ctx, const float *white, uint32_t w, uint32_t h,
                           const wm_sync *sync, double pmin, double pmax, vfy_geom *cands, int max,
                           int *ncands);

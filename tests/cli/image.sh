@@ -198,7 +198,12 @@ cwebp -quiet -q 75 "$S_A" -o "$AT/webp75.webp"
 "$IM_CONVERT" "$W/out/cel_A.png" -flop "$AT/cel_mirror.png"
 "$IM_CONVERT" "$W/out/cel_A.png" -resize 50% "$AT/cel_resize50.png"
 "$IM_CONVERT" "$W/out/cel_B.png" -colorspace Gray "$AT/cel_gray_B.png"
-for f in jpeg75.jpg webp75.webp resize50.png mirror.png gray.jpg cel_mirror.png cel_resize50.png; do
+# Aspect changes: squeezed to 3/4 of its width (16:9 -> 4:3) then JPEG,
+# stretched to 4/3 of its height.
+"$IM_CONVERT" "$S_A" -resize '75%x100%!' -strip -quality 80 "$AT/squeeze.jpg"
+"$IM_CONVERT" "$W/out/deep_A.png" -resize '100%x133%!' -depth 8 "$AT/stretch.png"
+for f in jpeg75.jpg webp75.webp resize50.png mirror.png gray.jpg cel_mirror.png cel_resize50.png \
+    squeeze.jpg stretch.png; do
     check "attack output $f exists" test -s "$AT/$f"
     expect_vendor "attack $f" "$AT/$f" "$A"
 done
