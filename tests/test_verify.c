@@ -72,6 +72,19 @@ typedef struct plane {
  * any resizer does, so that the noise does not alias. Pixels from outside
  * the original are mid-gray. Each output pixel is rounded to a whole
  * level, as an 8-bit file would hold it. */
+/* src (w x h) at (px, py), bilinear; mid-grey outside. */
+static double bilinear(const float *src, uint32_t w, uint32_t h, double px, double py)
+{
+    double fx = floor(px), fy = floor(py);
+    long ix = (long)fx, iy = (long)fy;
+    if (ix < 0 || iy < 0 || ix + 1 >= (long)w || iy + 1 >= (long)h) {
+        return 128.0;
+    }
+    double ax = px - fx, ay = py - fy;
+    const float *p0 = src + (size_t)iy * w + (size_t)ix, *p1 = p0 + w;
+    return (1 - ay) * ((1 - ax) * p0[0] + ax * p0[1]) + ay * ((1 - ax) * p1[0] + ax * p1[1]);
+}
+
 static plane transform(const plane *in, double s, double deg, bool mirror, uint32_t ow, uint32_t oh,
                        double dx, double dy)
 {
@@ -124,16 +137,7 @@ static plane transform(const plane *in, double s, double deg, bool mirror, uint3
             if (mirror) {
                 rx = -rx;
             }
-            double px = rx + cxi + shift, py = ry + cyi + shift;
-            double fx = floor(px), fy = floor(py);
-            long ix = (long)fx, iy = (long)fy;
-            double v = 128.0;
-            if (ix >= 0 && iy >= 0 && ix + 1 < (long)in->w && iy + 1 < (long)in->h) {
-                double ax = px - fx, ay = py - fy;
-                const float *p0 = src + (size_t)iy * in->w + (size_t)ix, *p1 = p0 + in->w;
-                v = (1 - ay) * ((1 - ax) * p0[0] + ax * p0[1]) +
-                    ay * ((1 - ax) * p1[0] + ax * p1[1]);
-            }
+            double v = bilinear(src, in->w, in->h, rx + cxi + shift, ry + cyi + shift);
             out.y[(size_t)y * ow + x] = clamp255(floor(v + 0.5));
         }
     }
@@ -141,9 +145,9 @@ static plane transform(const plane *in, double s, double deg, bool mirror, uint3
     return out;
 }
 
-/* in stretched by sx across and sy down (bilinear; a 2x2 box first when
- * shrinking below 0.8), cut to ow x oh from (ox, oy) of the stretched
- * picture; outside is mid-grey. */
+/* in stretched by sx across and sy down (bilinear, no prefilter: the
+ * cases shrink by at most 0.75), cut to ow x oh from (ox, oy) of the
+ * stretched picture; outside is mid-grey. */
 static plane stretch(const plane *in, double sx, double sy, uint32_t ow, uint32_t oh, double ox,
                      double oy)
 {
@@ -153,16 +157,8 @@ static plane stretch(const plane *in, double sx, double sy, uint32_t ow, uint32_
     }
     for (uint32_t y = 0; y < oh; y++) {
         for (uint32_t x = 0; x < ow; x++) {
-            double px = (x + ox + 0.5) / sx - 0.5, py = (y + oy + 0.5) / sy - 0.5;
-            double fx = floor(px), fy = floor(py);
-            long ix = (long)fx, iy = (long)fy;
-            double v = 128.0;
-            if (ix >= 0 && iy >= 0 && ix + 1 < (long)in->w && iy + 1 < (long)in->h) {
-                double ax = px - fx, ay = py - fy;
-                const float *p0 = in->y + (size_t)iy * in->w + (size_t)ix, *p1 = p0 + in->w;
-                v = (1 - ay) * ((1 - ax) * p0[0] + ax * p0[1]) +
-                    ay * ((1 - ax) * p1[0] + ax * p1[1]);
-            }
+            double v = bilinear(in->y, in->w, in->h, (x + ox + 0.5) / sx - 0.5,
+                                (y + oy + 0.5) / sy - 0.5);
             out.y[(size_t)y * ow + x] = clamp255(floor(v + 0.5));
         }
     }

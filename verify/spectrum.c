@@ -199,29 +199,36 @@ typedef struct hyp {
     int fam; /* upright and aspect maps are always handed on */
 } hyp;
 
-/* Predicted bin of template frequency k under (P, angle, mirror, aspect):
- * ax, ay = exp(-la / 2), exp(la / 2), the picture stretched by 1/ax
- * across and 1/ay down about P's geometric mean. */
-static inline void predict(const spec *s, const wm_sync *sy, int k, double P, double c, double sn,
-                           int mirror, double ax, double ay, double *bx, double *by)
+/* The pixel -> cell map of a hypothesis (P, angle, mirror, aspect): ax,
+ * ay = exp(-la / 2), exp(la / 2), the picture stretched by 1/ax across
+ * and 1/ay down about P's geometric mean. */
+static void map_from(double P, double ang, int mirror, double la, double b[2][2])
 {
-    double fx = ax * (c * sy->p[k] + sn * sy->q[k]) / P;
-    double fy = ay * (-sn * sy->p[k] + c * sy->q[k]) / P;
-    if (mirror) {
-        fx = -fx;
-    }
-    *bx = fx * s->W;
-    *by = fy * s->H;
+    /* cell = (64/P) R(ang) F diag(ax, ay) pixel */
+    double k = WM_CELLS / P, c = cos(ang), sn = sin(ang), f = mirror ? -1 : 1;
+    double ax = exp(-0.5 * la), ay = 1.0 / ax;
+    b[0][0] = k * c * f * ax;
+    b[0][1] = -k * sn * ay;
+    b[1][0] = k * sn * f * ax;
+    b[1][1] = k * c * ay;
+}
+
+/* Predicted bin of template frequency k under the map b: f = B^T g / 64. */
+static inline void predict(const spec *s, const wm_sync *sy, int k, const double b[2][2],
+                           double *bx, double *by)
+{
+    *bx = (b[0][0] * sy->p[k] + b[1][0] * sy->q[k]) / WM_CELLS * s->W;
+    *by = (b[0][1] * sy->p[k] + b[1][1] * sy->q[k]) / WM_CELLS * s->H;
 }
 
 static double score_at(const spec *s, const wm_sync *sy, const float *arr, double P, double ang,
                        int mirror, double la, bool interp)
 {
-    double c = cos(ang), sn = sin(ang), acc = 0;
-    double ax = exp(-0.5 * la), ay = 1.0 / ax;
+    double b[2][2], acc = 0;
+    map_from(P, ang, mirror, la, b);
     for (int k = 0; k < WM_SYNC_K; k++) {
         double bx, by;
-        predict(s, sy, k, P, c, sn, mirror, ax, ay, &bx, &by);
+        predict(s, sy, k, b, &bx, &by);
         acc += interp ? spec_interp(s, bx, by) : spec_at(s, arr, bx, by);
     }
     return acc / WM_SYNC_K;
@@ -269,12 +276,13 @@ static void keep_top(hyp *top, int *n, int cap, const hyp *h, double dl, double 
 static bool fit_map(const spec *s, const wm_sync *sy, double P, double ang, int mirror,
                     double la, double b[2][2])
 {
-    double c = cos(ang), sn = sin(ang), ax = exp(-0.5 * la), ay = 1.0 / ax;
+    double m0[2][2];
+    map_from(P, ang, mirror, la, m0);
     double sgg[2][2] = {{0, 0}, {0, 0}}, sfg[2][2] = {{0, 0}, {0, 0}};
     int used = 0;
     for (int k = 0; k < WM_SYNC_K; k++) {
         double bx, by;
-        predict(s, sy, k, P, c, sn, mirror, ax, ay, &bx, &by);
+        predict(s, sy, k, m0, &bx, &by);
         double sign = 1;
         if (bx < 0) {
             bx = -bx;
@@ -332,16 +340,6 @@ static bool fit_map(const spec *s, const wm_sync *sy, double P, double ang, int 
     return true;
 }
 
-static void map_from(double P, double ang, int mirror, double la, double b[2][2])
-{
-    /* cell = (64/P) R(ang) F diag(ax, ay) pixel */
-    double k = WM_CELLS / P, c = cos(ang), sn = sin(ang), f = mirror ? -1 : 1;
-    double ax = exp(-0.5 * la), ay = 1.0 / ax;
-    b[0][0] = k * c * f * ax;
-    b[0][1] = -k * sn * ay;
-    b[1][0] = k * sn * f * ax;
-    b[1][1] = k * c * ay;
-}
 
 ct_status vfy_sync_search(ct_ctx *ctx, const float *white, uint32_t w, uint32_t h,
                           const wm_sync *sync, double pmin, double pmax, vfy_geom *cands, int max,
