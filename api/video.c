@@ -485,6 +485,7 @@ ct_status ct_embed_video(ct_ctx *ctx, const char *vendor, const char *input, con
         out->width = info.width;
         out->height = info.height;
         out->frames = info.frames;
+        out->frames_declared = info.frames_declared;
         out->duration = info.duration;
         out->psnr = info.psnr_y;
         st = ldg_sha256_file(ctx, tmp, true, rec.output_sha256);

@@ -816,7 +816,13 @@ static void print_embedded(const char *input, const char *output, const char *as
         printf(",\"vendor_id\":%u,\"serial\":%u,\"width\":%u,\"height\":%u,", r.vendor_id,
                r.serial, r.width, r.height);
         if (moving) {
-            printf("\"frames\":%" PRIu64 ",\"duration_s\":%.3f,", r.frames, r.duration);
+            printf("\"frames\":%" PRIu64 ",\"frames_declared\":", r.frames);
+            if (r.frames_declared > 0) {
+                printf("%" PRIu64, r.frames_declared);
+            } else {
+                printf("null");
+            }
+            printf(",\"duration_s\":%.3f,", r.duration);
         }
         printf("\"psnr_y\":%.2f,\"ssim_y\":%.5f,\"strength\":%g,\"record_id\":%" PRIu64,
                r.psnr, r.ssim, r.strength, r.record_id);
@@ -843,6 +849,14 @@ static void print_embedded(const char *input, const char *output, const char *as
                 "(z %.1f of %.1f needed: the image is small or flat); verify names the vendor "
                 "only against the original\n",
                 output, r.blind_z, r.blind_z_needed);
+    }
+    /* An edit list may drop a frame or two of priming; a cut-off file
+     * loses far more. */
+    if (moving && r.frames_declared > r.frames + 2 + r.frames_declared / 100) {
+        fprintf(stderr,
+                "celtrace: warning: %s: only %" PRIu64 " of the %" PRIu64 " frames its container "
+                "states could be read (the file is cut short?); %s holds those %" PRIu64 "\n",
+                input, r.frames, r.frames_declared, output, r.frames);
     }
 }
 
@@ -1233,11 +1247,34 @@ static int cmp_str(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-/* Files under a folder, recursively, sorted; hidden entries skipped. */
-static int walk_dir(walk *w, const char *dir, int depth)
+#define WALK_DEPTH_MAX 64
+
+/* The folders from the top of a walk down to the one being listed: a
+ * symbolic link back to one of them would list it again, forever. */
+typedef struct walk_up {
+    dev_t dev[WALK_DEPTH_MAX + 1];
+    ino_t ino[WALK_DEPTH_MAX + 1];
+} walk_up;
+
+/* Files under a folder, recursively, sorted; hidden entries skipped;
+ * symbolic links followed, but never back into a folder above. */
+static int walk_dir(walk *w, const char *dir, int depth, walk_up *up)
 {
+    struct stat ds;
+    if (depth <= WALK_DEPTH_MAX && stat(dir, &ds) == 0) {
+        for (int i = 0; i < depth; i++) {
+            if (up->dev[i] == ds.st_dev && up->ino[i] == ds.st_ino) {
+                fprintf(stderr, "celtrace: warning: %s: a link back to a folder above it; "
+                                "not followed\n",
+                        dir);
+                return 0;
+            }
+        }
+        up->dev[depth] = ds.st_dev;
+        up->ino[depth] = ds.st_ino;
+    }
     DIR *d = opendir(dir);
-    if (d == NULL || depth > 64) {
+    if (d == NULL || depth > WALK_DEPTH_MAX) {
         if (d != NULL) {
             closedir(d);
         }
@@ -1259,7 +1296,7 @@ static int walk_dir(walk *w, const char *dir, int depth)
         snprintf(p, n, "%s/%s", dir, e->d_name);
         struct stat sb;
         if (stat(p, &sb) == 0 && S_ISDIR(sb.st_mode)) {
-            rc = walk_dir(w, p, depth + 1);
+            rc = walk_dir(w, p, depth + 1, up);
         } else if (stat(p, &sb) == 0 && S_ISREG(sb.st_mode)) {
             rc = walk_add(w, p);
         }
@@ -1493,12 +1530,13 @@ static int cmd_verify(cli *c, int argc, char **argv)
     if (rc != 0) {
         return rc;
     }
+    walk_up up;
     for (int i = optind; i < argc; i++) {
         struct stat sb;
         /* A folder of numbered frames is one clip, not many files. */
         int r = stat(argv[i], &sb) == 0 && S_ISDIR(sb.st_mode) &&
                         ct_media_kind_of(argv[i]) != CT_MEDIA_SEQUENCE
-                    ? walk_dir(&w, argv[i], 0)
+                    ? walk_dir(&w, argv[i], 0, &up)
                     : walk_add(&w, argv[i]);
         if (r != 0) {
             rc = die("out of memory listing files");

@@ -753,6 +753,18 @@ static ct_status open_encoder(vt *t, const med_video_opts *o)
     enc->time_base = t->in.vst->time_base;
     enc->framerate = av_guess_frame_rate(t->in.ic, t->in.vst, NULL);
     enc->thread_count = 0;
+    /* The probe decodes no picture of a cut-off or broken stream: its
+     * format stays unknown, and libswscale aborts the process when asked
+     * to convert from it. */
+    if (dec->pix_fmt == AV_PIX_FMT_NONE) {
+        return ct_fail(ctx, CT_ERR_FORMAT,
+                       "%s: no video frame could be decoded (truncated or corrupt file?)",
+                       t->in.name);
+    }
+    if (!luma_plane_ok(av_pix_fmt_desc_get(dec->pix_fmt))) {
+        return ct_fail(ctx, CT_ERR_FORMAT, "%s: pixel format %s is not supported for video",
+                       t->in.name, av_get_pix_fmt_name(dec->pix_fmt));
+    }
     /* Keep the pixel format when the encoder takes it, else the closest
      * one it has (converted after marking). */
     enum AVPixelFormat want = dec->pix_fmt;
@@ -1010,6 +1022,7 @@ ct_status med_video_transcode(ct_ctx *ctx, const char *input, const char *output
         info->width = t.in.w;
         info->height = t.in.h;
         info->frames = t.frames;
+        info->frames_declared = t.in.vst->nb_frames > 0 ? (uint64_t)t.in.vst->nb_frames : 0;
         info->duration = t.in.duration;
         info->fps = fr.num > 0 && fr.den > 0 ? av_q2d(fr) : 0;
         double mse = t.se / ((double)t.frames * t.in.w * t.in.h);

@@ -237,6 +237,8 @@ typedef struct med_video_info {
     uint64_t frames;      /* frames decoded (transcode: and encoded) */
     double duration;      /* seconds, from the container (0 unknown) */
     double fps;           /* the stream's frame rate (0 unknown) */
+    uint64_t frames_declared; /* transcode: the frame count the container
+                                 states for the stream (0 unknown) */
     double psnr_y;        /* transcode: luma PSNR of the marked frames vs the
                              decoded input, before the encoder (8-bit scale) */
     double first_time, last_time; /* scan: times of the first/last frame given */

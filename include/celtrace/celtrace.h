@@ -211,6 +211,10 @@ typedef struct ct_embed_result {
      * blind_checked is 0 when the check did not run (larger images). */
     int blind_checked;
     double blind_z, blind_z_needed;
+    /* Video: the frame count the input's container states (0 unknown). Well
+     * above `frames`, the input ended early (a cut-off copy): the output
+     * holds only the frames that could be read. */
+    uint64_t frames_declared;
 } ct_embed_result;
 
 #define CT_BLIND_CHECK_MAX_PIXELS 524288u

@@ -183,6 +183,15 @@ check "folder: sub/b.png is B" jq -se --arg v "$B" \
     'map(select(.file | endswith("/sub/b.png")))[0] | .vendor == $v' "$T_DIR/out"
 check "folder: sub/plain.png is not_found" jq -se \
     'map(select(.file | endswith("/sub/plain.png")))[0] | .status == "not_found"' "$T_DIR/out"
+# A link back up the tree is not followed (it listed the folder again
+# and again, 64 levels deep, then failed on the over-long path).
+ln -s .. "$W/dump/sub/up"
+ct --home "$H" verify --json "$W/dump"
+check "folder with a link loop: exit 0, three lines" \
+    test "$RC" -eq 0 -a "$(wc -l <"$T_DIR/out")" -eq 3
+check "folder with a link loop: one warning naming the link" \
+    sh -c "test \$(wc -l <'$T_DIR/err') -eq 1 && grep -q '^celtrace: warning: .*/sub/up: a link back' '$T_DIR/err'"
+rm "$W/dump/sub/up"
 
 # ---- attacks with real tools ---------------------------------------------------------------
 AT=$W/attacked

@@ -204,7 +204,14 @@ head -c 300000 /dev/urandom >"$W/random.mp4"
 ffmpeg -nostdin -v error -y -f lavfi -i "anoisesrc=seed=1092:amplitude=1:sample_rate=48000" \
     -t 6.25 -f u8 -ac 1 "$W/noise_h263.mp4"
 check "the noise file is 300,000 bytes" test "$(stat -c %s "$W/noise_h263.mp4")" -eq 300000
-for bad_in in trunc.mp4 random.mp4 noise_h263.mp4; do
+# The index first (faststart) and the picture data cut off: the probe
+# decodes no frame, so the stream's pixel format is unknown; embed handed
+# that to libswscale, which aborted the process (SIGABRT) before any check.
+$FF -i "$W/kid.mp4" -c copy -movflags +faststart "$W/kid_fs.mp4"
+head -c $(($(stat -c %s "$W/kid_fs.mp4") / 10)) "$W/kid_fs.mp4" >"$W/head.mp4"
+ct --home "$H" embed --vendor "$A" "$W/head.mp4" -o "$W/out_head.mp4"
+check "embed head.mp4: says no frame could be decoded" grep -q "no video frame could be decoded" "$T_DIR/err"
+for bad_in in trunc.mp4 random.mp4 noise_h263.mp4 head.mp4; do
     ct --home "$H" embed --vendor "$A" "$W/$bad_in" -o "$W/out_$bad_in"
     expect_error_output "embed $bad_in"
     check "embed $bad_in: no output" test ! -e "$W/out_$bad_in"
@@ -212,4 +219,21 @@ for bad_in in trunc.mp4 random.mp4 noise_h263.mp4; do
     ct --home "$H" verify "$W/$bad_in"
     expect_error_output "verify $bad_in"
 done
+
+# Cut short at the start of the 46th video packet, so every packet before
+# it is whole (a cut inside a packet is corrupt data: exit 2, as above):
+# marked (exit 0), with a warning that says how many of the stated frames
+# the output holds.
+cut_at=$(ffprobe -v error -select_streams v:0 -show_entries packet=pos -of csv=p=0 \
+    "$W/kid_fs.mp4" | sed -n 46p)
+head -c "$cut_at" "$W/kid_fs.mp4" >"$W/cut.mp4"
+ct --home "$H" embed --json --vendor "$A" "$W/cut.mp4" -o "$W/out_cut.mp4"
+check "embed a cut-short clip: exit 0" test "$RC" -eq 0
+check "cut-short clip: fewer frames than the container states" \
+    jq -e '.frames == 45 and .frames_declared == 60' "$T_DIR/out"
+check "cut-short clip: one warning line" \
+    sh -c "test \$(wc -l <'$T_DIR/err') -eq 1 && grep -q '^celtrace: warning: .*cut short' '$T_DIR/err'"
+check "cut-short clip: the output has the frames reported" test \
+    "$(ffprobe -v error -count_frames -select_streams v:0 -show_entries stream=nb_read_frames -of csv=p=0 "$W/out_cut.mp4")" \
+    = "$(jq .frames "$T_DIR/out")"
 finish
