@@ -206,7 +206,7 @@ static ct_status mark_frame(void *opaque, const med_vframe *f, float *delta)
     mark_state *m = opaque;
     /* Rooms are left to media, which clips to the code range as it
      * rounds: video Y' has headroom above white and below black. */
-    wm_plane wp = {f->w, f->h, f->y, NULL, NULL, NULL, false, 1, NULL, NULL};
+    wm_plane wp = {f->w, f->h, f->y, NULL, NULL, f->weight, false, 1, NULL, NULL};
     /* The tile moves with the picture's pan (media's estimate): on a
      * panning shot the encoder's motion compensation then carries the
      * mark from frame to frame instead of coding it again in every one
@@ -486,6 +486,7 @@ ct_status ct_embed_video(ct_ctx *ctx, const char *vendor, const char *input, con
         out->height = info.height;
         out->frames = info.frames;
         out->frames_declared = info.frames_declared;
+        out->alpha_dropped = info.alpha_dropped;
         out->duration = info.duration;
         out->psnr = info.psnr_y;
         st = ldg_sha256_file(ctx, tmp, true, rec.output_sha256);

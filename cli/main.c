@@ -822,7 +822,8 @@ static void print_embedded(const char *input, const char *output, const char *as
             } else {
                 printf("null");
             }
-            printf(",\"duration_s\":%.3f,", r.duration);
+            printf(",\"duration_s\":%.3f,\"alpha_dropped\":%s,", r.duration,
+                   r.alpha_dropped ? "true" : "false");
         }
         printf("\"psnr_y\":%.2f,\"ssim_y\":%.5f,\"strength\":%g,\"record_id\":%" PRIu64,
                r.psnr, r.ssim, r.strength, r.record_id);
@@ -849,6 +850,12 @@ static void print_embedded(const char *input, const char *output, const char *as
                 "(z %.1f of %.1f needed: the image is small or flat); verify names the vendor "
                 "only against the original\n",
                 output, r.blind_z, r.blind_z_needed);
+    }
+    if (moving && r.alpha_dropped) {
+        fprintf(stderr,
+                "celtrace: warning: %s: the input's alpha channel is not kept: the encoder has no "
+                "pixel format with alpha (--codec prores_ks, png, qtrle or ffv1 keep it)\n",
+                output);
     }
     /* An edit list may drop a frame or two of priming; a cut-off file
      * loses far more. */

@@ -62,21 +62,86 @@ static ct_status av_err(ct_ctx *ctx, ct_status st, const char *name, const char 
     return ct_fail(ctx, st, "%s: %s (%s)", name, what, buf);
 }
 
-/* The luma layouts we mark in place: Y' in plane 0, one sample per
- * element, 8 bits or 9..16 bits little-endian. RGB, palette, packed YUYV
- * and hardware frames are refused by name. */
+/* The layouts we mark in place:
+ *  - Y'CbCr and gray: Y' in plane 0, one sample per element, 8 bits or
+ *    9..16 bits little-endian;
+ *  - RGB (QuickTime Animation, PNG or FFV1 in a clip, often with alpha):
+ *    8-bit packed pixels of 3 or 4 bytes, or planar G, B, R of 8..16 bits
+ *    little-endian. The mark is made on BT.601 luma, as for RGB images,
+ *    and added to R, G and B alike, which moves that luma by the same
+ *    amount.
+ * Alpha, in either family, is never touched; it weighs the mark (where a
+ * pixel is not seen there is none, as in still cels).
+ * Palette, packed YUYV, big-endian, float and hardware frames are
+ * refused by name. */
+typedef struct vlay {
+    bool rgb;
+    bool planar; /* RGB: one plane per channel */
+    int depth;   /* bits per sample */
+    int step;    /* bytes from one pixel to the next in a plane */
+    int plane[3], off[3]; /* RGB: where R, G and B are */
+    bool alpha;  /* an alpha component, 8 bits packed or 8..16 bits planar */
+    int a_plane, a_off, a_step, a_depth;
+} vlay;
+
+static void alpha_of_desc(const AVPixFmtDescriptor *d, vlay *l)
+{
+    const AVComponentDescriptor *a = &d->comp[3];
+    l->alpha = (d->flags & AV_PIX_FMT_FLAG_ALPHA) && d->nb_components == 4 && a->shift == 0 &&
+               ((a->depth == 8 && (a->step == 1 || a->step == 4)) ||
+                (a->depth > 8 && a->depth <= 16 && a->step == 2));
+    l->a_plane = a->plane;
+    l->a_off = a->offset;
+    l->a_step = a->step;
+    l->a_depth = a->depth;
+}
+
+static bool vlay_of(const AVPixFmtDescriptor *d, vlay *l)
+{
+    memset(l, 0, sizeof *l);
+    if (d == NULL || (d->flags & (AV_PIX_FMT_FLAG_PAL | AV_PIX_FMT_FLAG_HWACCEL |
+                                  AV_PIX_FMT_FLAG_BE | AV_PIX_FMT_FLAG_BITSTREAM |
+                                  AV_PIX_FMT_FLAG_FLOAT)) != 0) {
+        return false;
+    }
+    const AVComponentDescriptor *c = d->comp;
+    if (!(d->flags & AV_PIX_FMT_FLAG_RGB)) {
+        if (c[0].plane != 0 || c[0].shift != 0 || c[0].offset != 0) {
+            return false;
+        }
+        l->depth = c[0].depth;
+        l->step = c[0].step;
+        alpha_of_desc(d, l);
+        return (c[0].depth == 8 && c[0].step == 1) ||
+               (c[0].depth > 8 && c[0].depth <= 16 && c[0].step == 2);
+    }
+    if (d->nb_components < 3) {
+        return false;
+    }
+    l->rgb = true;
+    l->depth = c[0].depth;
+    l->step = c[0].step;
+    l->planar = c[0].plane != c[1].plane;
+    for (int i = 0; i < 3; i++) {
+        if (c[i].depth != l->depth || c[i].step != l->step || c[i].shift != 0 ||
+            (i > 0 && (c[i].plane != c[0].plane) != l->planar)) {
+            return false;
+        }
+        l->plane[i] = c[i].plane;
+        l->off[i] = c[i].offset;
+    }
+    alpha_of_desc(d, l);
+    if (l->planar) {
+        return (l->depth == 8 && l->step == 1) ||
+               (l->depth > 8 && l->depth <= 16 && l->step == 2);
+    }
+    return l->depth == 8 && (l->step == 3 || l->step == 4);
+}
+
 static bool luma_plane_ok(const AVPixFmtDescriptor *d)
 {
-    if (d == NULL || (d->flags & (AV_PIX_FMT_FLAG_RGB | AV_PIX_FMT_FLAG_PAL |
-                                  AV_PIX_FMT_FLAG_HWACCEL | AV_PIX_FMT_FLAG_BE |
-                                  AV_PIX_FMT_FLAG_BITSTREAM | AV_PIX_FMT_FLAG_FLOAT)) != 0) {
-        return false;
-    }
-    const AVComponentDescriptor *c = &d->comp[0];
-    if (c->plane != 0 || c->shift != 0 || c->offset != 0) {
-        return false;
-    }
-    return (c->depth == 8 && c->step == 1) || (c->depth > 8 && c->depth <= 16 && c->step == 2);
+    vlay l;
+    return vlay_of(d, &l);
 }
 
 /* ---- shared input side ----------------------------------------------------- */
@@ -90,7 +155,9 @@ typedef struct vin {
     int64_t t0;           /* pts the times count from */
     uint32_t w, h;
     int depth;
+    vlay lay;    /* the frames' layout (vin_check) */
     float *y;
+    uint8_t *y8; /* RGB: 8-bit luma for the pan estimate */
     double duration;
     double fps; /* 0 unknown */
 } vin;
@@ -101,6 +168,8 @@ static void vin_close(vin *v)
     avformat_close_input(&v->ic);
     free(v->y);
     v->y = NULL;
+    free(v->y8);
+    v->y8 = NULL;
 }
 
 static ct_status vin_open(ct_ctx *ctx, const char *path, bool threads, vin *v)
@@ -192,18 +261,55 @@ static ct_status vin_check(ct_ctx *ctx, vin *v, const AVFrame *f)
                        "(%ux%u to %dx%d); not supported", v->name, v->w, v->h, f->width,
                        f->height);
     }
-    if (!luma_plane_ok(d)) {
+    if (!vlay_of(d, &v->lay)) {
         return ct_fail(ctx, CT_ERR_FORMAT, "%s: pixel format %s is not supported for video",
                        v->name, d != NULL ? d->name : "?");
     }
-    v->depth = d->comp[0].depth;
+    v->depth = v->lay.depth;
+    if (v->lay.rgb && v->y8 == NULL) {
+        v->y8 = ct_mallocarray(ctx, (size_t)v->w * v->h, 1);
+        if (v->y8 == NULL) {
+            return CT_ERR_NOMEM;
+        }
+    }
     return CT_OK;
 }
 
-/* Y' of a checked frame as floats in 8-bit levels. */
-static void luma_of(const AVFrame *f, uint32_t w, uint32_t h, int depth, float *y)
+/* BT.601 luma weights, as for RGB images (media.h). */
+#define VR 0.299f
+#define VG 0.587f
+#define VB 0.114f
+
+/* Sample x of an RGB row set: channel c of pixel x. */
+static inline uint32_t rgb_at(const uint8_t *const row[3], const vlay *l, int c, uint32_t x)
 {
-    if (depth == 8) {
+    const uint8_t *p = row[c] + (size_t)x * (size_t)l->step + (size_t)l->off[c];
+    return l->step == 2 && l->planar ? (uint32_t)(p[0] | (p[1] << 8)) : p[0];
+}
+
+static void rgb_rows(const AVFrame *f, const vlay *l, uint32_t r, const uint8_t *row[3])
+{
+    for (int c = 0; c < 3; c++) {
+        row[c] = f->data[l->plane[c]] + (ptrdiff_t)r * f->linesize[l->plane[c]];
+    }
+}
+
+/* Luma of a checked frame as floats in 8-bit levels. */
+static void luma_of(const AVFrame *f, uint32_t w, uint32_t h, const vlay *l, float *y)
+{
+    const int depth = l->depth;
+    if (l->rgb) {
+        const float k = 1.0f / (float)(1 << (depth - 8));
+        for (uint32_t r = 0; r < h; r++) {
+            const uint8_t *row[3];
+            rgb_rows(f, l, r, row);
+            float *o = y + (size_t)r * w;
+            for (uint32_t x = 0; x < w; x++) {
+                o[x] = k * (VR * (float)rgb_at(row, l, 0, x) + VG * (float)rgb_at(row, l, 1, x) +
+                            VB * (float)rgb_at(row, l, 2, x));
+            }
+        }
+    } else if (depth == 8) {
         for (uint32_t r = 0; r < h; r++) {
             const uint8_t *s = f->data[0] + (ptrdiff_t)r * f->linesize[0];
             float *o = y + (size_t)r * w;
@@ -221,6 +327,48 @@ static void luma_of(const AVFrame *f, uint32_t w, uint32_t h, int depth, float *
             }
         }
     }
+}
+
+/* Alpha of a checked frame with one (l->alpha) as weights 0..1. */
+static void alpha_of(const AVFrame *f, uint32_t w, uint32_t h, const vlay *l, float *wt)
+{
+    const float k = 1.0f / (float)((1 << l->a_depth) - 1);
+    for (uint32_t r = 0; r < h; r++) {
+        const uint8_t *row = f->data[l->a_plane] + (ptrdiff_t)r * f->linesize[l->a_plane] + l->a_off;
+        float *o = wt + (size_t)r * w;
+        for (uint32_t x = 0; x < w; x++) {
+            const uint8_t *p = row + (size_t)x * (size_t)l->a_step;
+            o[x] = k * (float)(l->a_step == 2 ? (p[0] | (p[1] << 8)) : p[0]);
+        }
+    }
+}
+
+/* The plane the pan estimate reads (med_motion_push): Y' itself, or for
+ * RGB the luma rounded to 8 bits in v->y8. */
+static void motion_plane(vin *v, const AVFrame *f, const uint8_t **p, ptrdiff_t *stride,
+                         int *depth)
+{
+    if (!v->lay.rgb) {
+        *p = f->data[0];
+        *stride = f->linesize[0];
+        *depth = v->lay.depth;
+        return;
+    }
+    const float k = 1.0f / (float)(1 << (v->lay.depth - 8));
+    for (uint32_t r = 0; r < v->h; r++) {
+        const uint8_t *row[3];
+        rgb_rows(f, &v->lay, r, row);
+        uint8_t *o = v->y8 + (size_t)r * v->w;
+        for (uint32_t x = 0; x < v->w; x++) {
+            float yv = k * (VR * (float)rgb_at(row, &v->lay, 0, x) +
+                            VG * (float)rgb_at(row, &v->lay, 1, x) +
+                            VB * (float)rgb_at(row, &v->lay, 2, x));
+            o[x] = (uint8_t)(yv > 255.0f ? 255 : (int)(yv + 0.5f));
+        }
+    }
+    *p = v->y8;
+    *stride = (ptrdiff_t)v->w;
+    *depth = 8;
 }
 
 static bool vin_is_key(const AVFrame *f)
@@ -256,11 +404,13 @@ typedef struct slot {
     AVFrame *in;  /* the decoded frame (a reference; read only) */
     AVFrame *out; /* our own buffer: the marked picture */
     float *y, *delta;
+    float *wt;  /* alpha as weights, when the frames have it */
     float *err; /* realize's error, one per column */
     med_vframe vf;
     int64_t pts;
-    int depth;
+    vlay lay;
     double se; /* squared luma change, 8-bit levels */
+    double nse; /* pixels se counts: all, or with alpha those seen */
     ct_status st;
     int state;
 } slot;
@@ -299,6 +449,8 @@ struct vt {
     uint64_t frames, submitted, total;
     int64_t last_pts;
     double se;      /* squared luma change, 8-bit levels */
+    double nse;     /* the pixels it is over */
+    bool alpha_dropped; /* the encoder's format has no alpha; the input's had */
     double t_start, t_last_progress;
     med_motion *mo;       /* the picture's pan, frame to frame (main thread) */
     double pan_x, pan_y; /* summed */
@@ -376,9 +528,58 @@ static int64_t realize_run16(uint16_t *restrict px, const float *restrict d, flo
     return se;
 }
 
-static double realize(const float *delta, AVFrame *f, uint32_t w, uint32_t h, int depth,
+/* RGB: the whole-level change of each pixel (error carried down the
+ * columns as for Y') added to R, G and B alike; a channel at its limit
+ * takes what fits, and the squared change counts the luma that moved. */
+static double realize_rgb(const float *delta, AVFrame *f, uint32_t w, uint32_t h, const vlay *l,
+                          float *err)
+{
+    const float scale = (float)(1 << (l->depth - 8));
+    const int32_t maxv = (1 << l->depth) - 1;
+    const float wt[3] = {VR, VG, VB};
+    double se = 0;
+    memset(err, 0, (size_t)w * sizeof *err);
+    for (uint32_t y = 0; y < h; y++) {
+        uint8_t *row[3];
+        for (int c = 0; c < 3; c++) {
+            row[c] = f->data[l->plane[c]] + (ptrdiff_t)y * f->linesize[l->plane[c]];
+        }
+        const float *d = delta + (size_t)y * w;
+        for (uint32_t x = 0; x < w; x++) {
+            float v = d[x] * scale + err[x];
+            float q = rintf(v);
+            err[x] = RMIN(RMAX(v - q, -1.0f), 1.0f);
+            int32_t k = (int32_t)q;
+            if (k == 0) {
+                continue;
+            }
+            float moved = 0;
+            for (int c = 0; c < 3; c++) {
+                uint8_t *p = row[c] + (size_t)x * (size_t)l->step + (size_t)l->off[c];
+                bool wide = l->step == 2 && l->planar;
+                int32_t o = wide ? (p[0] | (p[1] << 8)) : p[0];
+                int32_t n = RMIN(RMAX(o + k, 0), maxv);
+                if (wide) {
+                    p[0] = (uint8_t)(n & 0xff);
+                    p[1] = (uint8_t)(n >> 8);
+                } else {
+                    p[0] = (uint8_t)n;
+                }
+                moved += wt[c] * (float)(n - o);
+            }
+            se += (double)moved * moved;
+        }
+    }
+    return se / ((double)scale * scale);
+}
+
+static double realize(const float *delta, AVFrame *f, uint32_t w, uint32_t h, const vlay *l,
                       float *err)
 {
+    if (l->rgb) {
+        return realize_rgb(delta, f, w, h, l, err);
+    }
+    const int depth = l->depth;
     const float scale = (float)(1 << (depth - 8));
     const float maxv = (float)((1 << depth) - 1);
     int64_t se = 0;
@@ -399,8 +600,13 @@ static double realize(const float *delta, AVFrame *f, uint32_t w, uint32_t h, in
  * the context (the caller's mark gets its own). */
 static void mark_slot(vt *t, slot *s)
 {
-    luma_of(s->in, t->in.w, t->in.h, s->depth, s->y);
+    luma_of(s->in, t->in.w, t->in.h, &s->lay, s->y);
     s->vf.y = s->y;
+    s->vf.weight = NULL;
+    if (s->lay.alpha && s->wt != NULL) {
+        alpha_of(s->in, t->in.w, t->in.h, &s->lay, s->wt);
+        s->vf.weight = s->wt;
+    }
     s->st = t->mark(t->opaque, &s->vf, s->delta);
     if (s->st != CT_OK) {
         return;
@@ -413,7 +619,21 @@ static void mark_slot(vt *t, slot *s)
         return;
     }
     av_frame_unref(s->in);
-    s->se = realize(s->delta, s->out, t->in.w, t->in.h, s->depth, s->err);
+    s->se = realize(s->delta, s->out, t->in.w, t->in.h, &s->lay, s->err);
+    s->nse = (double)t->in.w * t->in.h;
+    if (s->vf.weight != NULL) {
+        /* As for still cels: the change as seen over mid-grey (alpha
+         * times the change), over the pixels that are seen at all. */
+        luma_of(s->out, t->in.w, t->in.h, &s->lay, s->delta);
+        double se = 0, n = 0;
+        for (size_t i = 0; i < (size_t)t->in.w * t->in.h; i++) {
+            double d = s->vf.weight[i] * ((double)s->delta[i] - s->y[i]);
+            se += d * d;
+            n += s->vf.weight[i] > 0.0f ? 1.0 : 0.0;
+        }
+        s->se = se;
+        s->nse = n;
+    }
 }
 
 static void *worker(void *arg)
@@ -469,15 +689,18 @@ static ct_status pool_start(vt *t, unsigned nth)
         return CT_ERR_NOMEM;
     }
     size_t npix = (size_t)t->in.w * t->in.h;
+    vlay lay;
+    bool alpha = vlay_of(av_pix_fmt_desc_get(t->src_fmt), &lay) && lay.alpha;
     for (unsigned i = 0; i < p->n; i++) {
         slot *s = &p->s[i];
         s->in = av_frame_alloc();
         s->out = av_frame_alloc();
         s->y = ct_mallocarray(ctx, npix, sizeof *s->y);
         s->delta = ct_mallocarray(ctx, npix, sizeof *s->delta);
+        s->wt = alpha ? ct_mallocarray(ctx, npix, sizeof *s->wt) : NULL;
         s->err = ct_mallocarray(ctx, t->in.w, sizeof *s->err);
         if (s->in == NULL || s->out == NULL || s->y == NULL || s->delta == NULL ||
-            s->err == NULL) {
+            s->err == NULL || (alpha && s->wt == NULL)) {
             return ct_fail(ctx, CT_ERR_NOMEM, "%s: out of memory", t->in.name);
         }
         s->out->format = t->src_fmt;
@@ -534,6 +757,7 @@ static void pool_stop(pool *p)
         av_frame_free(&p->s[i].out);
         free(p->s[i].y);
         free(p->s[i].delta);
+        free(p->s[i].wt);
         free(p->s[i].err);
     }
     free(p->s);
@@ -595,6 +819,7 @@ static ct_status finish_oldest(vt *t, bool wait, bool *did)
         return st;
     }
     t->se += s->se;
+    t->nse += s->nse;
     t->frames++;
     pthread_mutex_lock(&p->mu);
     s->state = SLOT_FREE;
@@ -658,12 +883,16 @@ static ct_status submit_frame(vt *t, AVFrame *f)
     av_frame_unref(s->in);
     av_frame_move_ref(s->in, f);
     s->pts = pts;
-    s->depth = t->in.depth;
+    s->lay = t->in.lay;
     s->se = 0;
     s->st = CT_OK;
     /* Here, in decode order: each frame's pan sums the shifts before it. */
     double dx, dy;
-    med_motion_push(t->mo, s->in->data[0], s->in->linesize[0], t->in.depth, &dx, &dy);
+    const uint8_t *mp;
+    ptrdiff_t mstride;
+    int mdepth;
+    motion_plane(&t->in, s->in, &mp, &mstride, &mdepth);
+    med_motion_push(t->mo, mp, mstride, mdepth, &dx, &dy);
     t->pan_x += dx;
     t->pan_y += dy;
     s->vf = (med_vframe){.w = t->in.w,
@@ -776,7 +1005,12 @@ static ct_status open_encoder(vt *t, const med_video_opts *o)
             found = found || *p == want;
         }
         if (!found) {
-            enc->pix_fmt = avcodec_find_best_pix_fmt_of_list(codec->pix_fmts, want, 0, NULL);
+            /* has_alpha: an encoder that can keep alpha (ProRes 4444 from a
+             * 12-bit decode) is given a format with it. */
+            const AVPixFmtDescriptor *wd = av_pix_fmt_desc_get(want);
+            int has_alpha = wd != NULL && (wd->flags & AV_PIX_FMT_FLAG_ALPHA) ? 1 : 0;
+            enc->pix_fmt =
+                avcodec_find_best_pix_fmt_of_list(codec->pix_fmts, want, has_alpha, NULL);
         }
     }
     if (t->oc->oformat->flags & AVFMT_GLOBALHEADER) {
@@ -813,6 +1047,10 @@ static ct_status open_encoder(vt *t, const med_video_opts *o)
         st = av_err(ctx, CT_ERR_MISUSE, t->out_name, "cannot start the video encoder", ret);
         goto done;
     }
+    const AVPixFmtDescriptor *wd = av_pix_fmt_desc_get(want);
+    const AVPixFmtDescriptor *ed = av_pix_fmt_desc_get(enc->pix_fmt);
+    t->alpha_dropped = wd != NULL && ed != NULL && (wd->flags & AV_PIX_FMT_FLAG_ALPHA) &&
+                       !(ed->flags & AV_PIX_FMT_FLAG_ALPHA);
     if (enc->pix_fmt != want) {
         t->sws = sws_getContext(enc->width, enc->height, want, enc->width, enc->height,
                                 enc->pix_fmt, SWS_BICUBIC | SWS_ACCURATE_RND, NULL, NULL, NULL);
@@ -1023,9 +1261,10 @@ ct_status med_video_transcode(ct_ctx *ctx, const char *input, const char *output
         info->height = t.in.h;
         info->frames = t.frames;
         info->frames_declared = t.in.vst->nb_frames > 0 ? (uint64_t)t.in.vst->nb_frames : 0;
+        info->alpha_dropped = t.alpha_dropped;
         info->duration = t.in.duration;
         info->fps = fr.num > 0 && fr.den > 0 ? av_q2d(fr) : 0;
-        double mse = t.se / ((double)t.frames * t.in.w * t.in.h);
+        double mse = t.nse > 0 ? t.se / t.nse : 0.0;
         info->psnr_y = mse > 0 ? 10.0 * log10(255.0 * 255.0 / mse) : 99.0;
         snprintf(info->pix_fmt, sizeof info->pix_fmt, "%s",
                  av_get_pix_fmt_name(t.in.dec->pix_fmt) ? av_get_pix_fmt_name(t.in.dec->pix_fmt)
@@ -1093,12 +1332,16 @@ static ct_status scan_frames(vs *s, AVFrame *f)
         }
         if (st == CT_OK) {
             double dx, dy;
-            med_motion_push(s->mo, f->data[0], f->linesize[0], s->in.depth, &dx, &dy);
+            const uint8_t *mp;
+            ptrdiff_t mstride;
+            int mdepth;
+            motion_plane(&s->in, f, &mp, &mstride, &mdepth);
+            med_motion_push(s->mo, mp, mstride, mdepth, &dx, &dy);
             s->pan_x += dx;
             s->pan_y += dy;
         }
         if (st == CT_OK && k % s->stride == 0) {
-            luma_of(f, s->in.w, s->in.h, s->in.depth, s->in.y);
+            luma_of(f, s->in.w, s->in.h, &s->in.lay, s->in.y);
             med_vframe vf = {.w = s->in.w,
                              .h = s->in.h,
                              .y = s->in.y,

@@ -193,6 +193,9 @@ void med_motion_push(med_motion *m, const uint8_t *y, ptrdiff_t stride, int dept
 typedef struct med_vframe {
     uint32_t w, h;
     const float *y;
+    const float *weight; /* transcode: alpha as 0..1 where the frames have
+                            it (the mark only where a pixel is seen), else
+                            NULL */
     uint64_t index;   /* 0, 1, ... in presentation order */
     double time;      /* seconds from the start of the stream */
     double duration;  /* the container's idea of the clip length, s; 0 unknown */
@@ -239,6 +242,8 @@ typedef struct med_video_info {
     double fps;           /* the stream's frame rate (0 unknown) */
     uint64_t frames_declared; /* transcode: the frame count the container
                                  states for the stream (0 unknown) */
+    bool alpha_dropped;   /* transcode: the input has alpha, the encoder
+                             has no format that keeps it */
     double psnr_y;        /* transcode: luma PSNR of the marked frames vs the
                              decoded input, before the encoder (8-bit scale) */
     double first_time, last_time; /* scan: times of the first/last frame given */

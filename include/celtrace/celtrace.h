@@ -215,6 +215,9 @@ typedef struct ct_embed_result {
      * above `frames`, the input ended early (a cut-off copy): the output
      * holds only the frames that could be read. */
     uint64_t frames_declared;
+    /* Video: 1 when the input has an alpha channel and the encoder has no
+     * pixel format that keeps it (libx264): the output is opaque. */
+    int alpha_dropped;
 } ct_embed_result;
 
 #define CT_BLIND_CHECK_MAX_PIXELS 524288u

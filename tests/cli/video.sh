@@ -194,6 +194,48 @@ expect_error "embed a folder that is not a sequence" "$H" \
     "$CELTRACE" --home "$H" embed --vendor "$B" "$N" -o "$W/stills_out"
 check "no output folder" test ! -e "$W/stills_out"
 
+# RGB and alpha: QuickTime Animation (rgb24), PNG in MOV (rgba) and
+# ProRes 4444 (Y'CbCr with alpha), as cel departments deliver them. The
+# mark goes on the luma of R, G and B; alpha is kept to the bit where the
+# encoder has it, and only seen pixels are marked.
+$FF -loop 1 -i "$CT_SAMPLES/images/bg_backdrop_1920x1080.png" -t 1 -vf scale=960:540 \
+    -c:v qtrle "$W/anim.mov"
+$FF -loop 1 -i "$CT_SAMPLES/images/cel_wolf_rgba_1920x1080.png" -t 1 -vf scale=960:540 \
+    -c:v png -pix_fmt rgba "$W/celpng.mov"
+$FF -loop 1 -i "$CT_SAMPLES/images/cel_wolf_rgba_1920x1080.png" -t 1 -vf scale=960:540 \
+    -c:v prores_ks -profile:v 4444 -pix_fmt yuva444p10le "$W/cel4444.mov"
+pix_fmt_of() { ffprobe -v error -select_streams v:0 -show_entries stream=pix_fmt -of csv=p=0 "$1"; }
+alpha_md5() { ffmpeg -nostdin -v error -i "$1" -vf alphaextract,format=gray -f md5 - 2>/dev/null; }
+for spec in "anim.mov qtrle rgb24" "anim.mov libx264 yuv444p" "celpng.mov png rgba" \
+    "cel4444.mov prores_ks yuva444p12le"; do
+    read -r in codec fmt <<<"$spec"
+    out=$W/rgb_${codec}_$in
+    ct --home "$H" embed --json --vendor "$B" --codec "$codec" "$W/$in" -o "$out"
+    expect_ok "embed $in with $codec"
+    check "$in with $codec: PSNR-Y of the seen pixels at least 42 dB" jq -e '.psnr_y >= 42' "$T_DIR/out"
+    check "$in with $codec: pixel format $fmt" test "$(pix_fmt_of "$out")" = "$fmt"
+    ct --home "$H" verify --json "$out"
+    check "$in with $codec: verify names $B" jq -e --arg v "$B" '.vendor == $v' "$T_DIR/out"
+done
+for in in celpng.mov cel4444.mov; do
+    codec=png
+    [ "$in" = cel4444.mov ] && codec=prores_ks
+    check "$in with $codec: alpha kept to the bit" \
+        test "$(alpha_md5 "$W/$in")" = "$(alpha_md5 "$W/rgb_${codec}_$in")"
+done
+# Where alpha is 0 nothing is seen, so nothing is marked: the PNG clip's
+# transparent pixels keep their RGB (the first frame, masked by alpha).
+transparent_md5() {
+    ffmpeg -nostdin -v error -i "$1" -frames:v 1 -vf "format=rgba,geq=r='r(X,Y)*eq(alpha(X,Y),0)':g='g(X,Y)*eq(alpha(X,Y),0)':b='b(X,Y)*eq(alpha(X,Y),0)':a=255" \
+        -f md5 - 2>/dev/null
+}
+check "celpng.mov: transparent pixels unchanged" \
+    test "$(transparent_md5 "$W/celpng.mov")" = "$(transparent_md5 "$W/rgb_png_celpng.mov")"
+ct --home "$H" embed --json --vendor "$B" "$W/celpng.mov" -o "$W/opaque.mp4"
+check "rgba into libx264: exit 0, alpha_dropped" jq -e '.alpha_dropped == true' "$T_DIR/out"
+check "rgba into libx264: one warning that alpha is not kept" \
+    sh -c "test \$(wc -l <'$T_DIR/err') -eq 1 && grep -q '^celtrace: warning: .*alpha channel is not kept' '$T_DIR/err'"
+
 # Errors: exit 2, one 'celtrace: ' line, nothing left behind.
 head -c $(($(stat -c %s "$W/kid.mp4") / 2)) "$W/kid.mp4" >"$W/trunc.mp4"
 head -c 300000 /dev/urandom >"$W/random.mp4"
