@@ -10,6 +10,7 @@
 #     attack_croparea IN OUT_PREFIX SEED PCT
 #     attack_rotate   IN OUT_PREFIX SEED DEG
 #     attack_aspect   IN OUT_PREFIX SEED PCT
+#     attack_turn     IN OUT_PREFIX SEED DEG
 #
 # writes exactly one attacked file, OUT_PREFIX plus an extension chosen by the
 # attack (.jpg for JPEG attacks, .webp for WebP, .png otherwise), checks that
@@ -204,6 +205,18 @@ attack_aspect() {
     _ct_done "$out"
 }
 
+# attack_turn IN OUT_PREFIX SEED DEG -- turned by DEG (a multiple of 90: a
+# viewer's rotate button, a portrait export; no crop), then JPEG 85 (alpha
+# flattened on white)
+attack_turn() {
+    local in=$1 out=$2.jpg deg=$4
+    (( deg % 90 == 0 )) || _ct_die "turn:$deg is not a multiple of 90" || return 1
+    _ct_flatten_args "$in" white
+    "$CT_CONVERT" "${in}[0]" "${CT_FLAT[@]}" -rotate "$deg" +repage -strip -depth 8 \
+        -quality 85 "$out" || return 1
+    _ct_done "$out"
+}
+
 # attack_croparea IN OUT_PREFIX SEED PCT -- keep PCT % of the area, same
 # aspect ratio, at a random position drawn from SEED
 attack_croparea() {
@@ -329,11 +342,12 @@ ct_attack_applies() {
 }
 
 # run_attack SPEC IN OUT_PREFIX SEED -- SPEC is a public attack name or a sweep
-# point jpegq:Q, webpq:Q, scale:PCT, croparea:PCT, rotate:DEG, aspect:PCT
+# point jpegq:Q, webpq:Q, scale:PCT, croparea:PCT, rotate:DEG, aspect:PCT,
+# turn:DEG
 run_attack() {
     local spec=$1 in=$2 prefix=$3 seed=$4
     case $spec in
-        jpegq:*|webpq:*|scale:*|croparea:*|rotate:*|aspect:*)
+        jpegq:*|webpq:*|scale:*|croparea:*|rotate:*|aspect:*|turn:*)
             local fn=${spec%%:*} arg=${spec#*:}
             [[ $arg =~ ^-?[0-9]+(\.[0-9]+)?$ ]] || _ct_die "bad parameter in $spec" || return 1
             "attack_$fn" "$in" "$prefix" "$seed" "$arg" ;;

@@ -244,6 +244,34 @@ static void find_offset(folded *f, const wm_sync *sy)
     find_offset_near(f, sy, 0, 0, -1);
 }
 
+/* A picture turned half way round has the spectrum of the upright one, so
+ * the search hands on map B for both: folded through -B the tile is the
+ * same one read backwards (bin k of -B is bin -k of B, splat weights
+ * included). The sync phases tell the two apart (random phases do not
+ * survive negation), so the one whose sync fits better is kept: in f, and
+ * in *g as B or -B. Chooses without any key, so no tag check is added. */
+static void settle_half_turn(folded *f, folded *tmp, const wm_sync *sy, vfy_geom *g)
+{
+    for (int j = 0; j < G; j++) {
+        for (int i = 0; i < G; i++) {
+            tmp->tile[j * G + i] = f->tile[((G - j) & (G - 1)) * G + ((G - i) & (G - 1))];
+        }
+    }
+    find_offset(tmp, sy);
+    if (tmp->z > f->z) {
+        memcpy(f->tile, tmp->tile, sizeof f->tile);
+        memcpy(f->ck, tmp->ck, sizeof f->ck);
+        f->tu = tmp->tu;
+        f->tv = tmp->tv;
+        f->z = tmp->z;
+        for (int a = 0; a < 2; a++) {
+            for (int b = 0; b < 2; b++) {
+                g->b[a][b] = -g->b[a][b];
+            }
+        }
+    }
+}
+
 static float tile_at(const float *t, double gu, double gv)
 {
     double fu = floor(gu), fv = floor(gv);
@@ -763,6 +791,7 @@ ct_status vfy_detect(ct_ctx *ctx, const vfy_input *in, const uint8_t sync_key[WM
             }
             fold(L->white, L->w, L->h, &cands[c].g, fd->tile, fd->wsum);
             find_offset(fd, &sync);
+            settle_half_turn(fd, fd2, &sync, &cands[c].g);
             cands[c].z = fd->z;
         }
         for (int a = 0; a < ncand; a++) {

@@ -370,9 +370,15 @@ ct_status vfy_sync_search(ct_ctx *ctx, const float *white, uint32_t w, uint32_t 
                     keep_top(top, &ntop, TOPN, &hh, step, step);
                 }
             }
-            hyp hu = {lp, 0.0, 0.0, m, score_at(&s, sync, s.mx, P, 0.0, m, 0.0, false),
-                      FAM_UPRIGHT};
-            keep_top(upr, &nup, TOPU, &hu, step, step);
+            /* Upright, or turned a quarter (a portrait export, a viewer's
+             * rotate button); half turns have the same spectrum, and the
+             * fold tells them apart (detect.c). */
+            for (int q = 0; q < 2; q++) {
+                double a = q * M_PI / 2;
+                hyp hu = {lp, a, 0.0, m, score_at(&s, sync, s.mx, P, a, m, 0.0, false),
+                          FAM_UPRIGHT};
+                keep_top(upr, &nup, TOPU, &hu, step, step);
+            }
             for (double la = la_fit; la <= la_max; la += 2 * step) {
                 for (int sg = -1; sg <= 1; sg += 2) {
                     hyp ha = {lp, 0.0, sg * la, m,

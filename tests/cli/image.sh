@@ -211,8 +211,14 @@ cwebp -quiet -q 75 "$S_A" -o "$AT/webp75.webp"
 # stretched to 4/3 of its height.
 "$IM_CONVERT" "$S_A" -resize '75%x100%!' -strip -quality 80 "$AT/squeeze.jpg"
 "$IM_CONVERT" "$W/out/deep_A.png" -resize '100%x133%!' -depth 8 "$AT/stretch.png"
+# Quarter and half turns (a viewer's rotate button, a portrait export) and
+# the upside-down mirror.
+"$IM_CONVERT" "$S_A" -rotate 90 -quality 85 "$AT/turn90.jpg"
+"$IM_CONVERT" "$W/out/cel_A.png" -rotate 180 "$AT/cel_turn180.png"
+"$IM_CONVERT" "$W/out/deep_A.png" -rotate 270 -depth 8 "$AT/turn270.png"
+"$IM_CONVERT" "$S_A" -flip "$AT/flip.png"
 for f in jpeg75.jpg webp75.webp resize50.png mirror.png gray.jpg cel_mirror.png cel_resize50.png \
-    squeeze.jpg stretch.png; do
+    squeeze.jpg stretch.png turn90.jpg cel_turn180.png turn270.png flip.png; do
     check "attack output $f exists" test -s "$AT/$f"
     expect_vendor "attack $f" "$AT/$f" "$A"
 done
