@@ -174,12 +174,10 @@ static double complex tile_dft(const float *tile, int p, int q)
     return acc;
 }
 
-/* Offset from the sync phases, searched over the whole tile, or within
- * `radius` cells of (cu, cv) when radius > 0. z is the correlation over
- * its standard deviation under no sync, estimated from the tile's own
- * power at neighbouring frequencies (next to each sync frequency: the
- * same band, so the same content and message power). */
-static void find_offset_near(folded *f, const wm_sync *sy, double cu, double cv, double radius)
+/* The tile's DFT at the sync frequencies (f->ck) and the power of its
+ * neighbouring frequencies (the same band, so the same content and
+ * message power): the noise the sync correlation is measured against. */
+static double sync_dft(folded *f, const wm_sync *sy)
 {
     double noise = 0;
     for (int k = 0; k < WM_SYNC_K; k++) {
@@ -188,6 +186,15 @@ static void find_offset_near(folded *f, const wm_sync *sy, double cu, double cv,
         double complex r2 = tile_dft(f->tile, sy->p[k], sy->q[k] + 1);
         noise += 0.5 * (creal(r1 * conj(r1)) + creal(r2 * conj(r2)));
     }
+    return noise;
+}
+
+/* Offset from the sync phases of f->ck, searched over the whole tile, or
+ * within `radius` cells of (cu, cv) when radius > 0. z is the correlation
+ * over its standard deviation under no sync (from `noise`, sync_dft). */
+static void offset_search(folded *f, const wm_sync *sy, double noise, double cu, double cv,
+                          double radius)
+{
     /* Coarse: every half cell, separably. */
     double best = -INFINITY, bu = 0, bv = 0;
     double complex ev[WM_SYNC_K][G];
@@ -239,6 +246,11 @@ static void find_offset_near(folded *f, const wm_sync *sy, double cu, double cv,
     f->z = sd > 0 ? best / sd : 0;
 }
 
+static void find_offset_near(folded *f, const wm_sync *sy, double cu, double cv, double radius)
+{
+    offset_search(f, sy, sync_dft(f, sy), cu, cv, radius);
+}
+
 static void find_offset(folded *f, const wm_sync *sy)
 {
     find_offset_near(f, sy, 0, 0, -1);
@@ -247,27 +259,35 @@ static void find_offset(folded *f, const wm_sync *sy)
 /* A picture turned half way round has the spectrum of the upright one, so
  * the search hands on map B for both: folded through -B the tile is the
  * same one read backwards (bin k of -B is bin -k of B, splat weights
- * included). The sync phases tell the two apart (random phases do not
- * survive negation), so the one whose sync fits better is kept: in f, and
- * in *g as B or -B. Chooses without any key, so no tag check is added. */
-static void settle_half_turn(folded *f, folded *tmp, const wm_sync *sy, vfy_geom *g)
+ * included), whose DFT is the conjugate (the tile is real) and whose
+ * noise is the same. The sync phases tell the two apart (random phases
+ * do not survive negation), so the reading whose sync fits better is
+ * kept: in f, and in *g as B or -B. Chooses without any key, so no tag
+ * check is added. */
+static void fold_offset(folded *f, folded *tmp, const wm_sync *sy, vfy_geom *g)
 {
+    double noise = sync_dft(f, sy);
+    offset_search(f, sy, noise, 0, 0, -1);
+    for (int k = 0; k < WM_SYNC_K; k++) {
+        tmp->ck[k] = conj(f->ck[k]);
+    }
+    offset_search(tmp, sy, noise, 0, 0, -1);
+    if (tmp->z <= f->z) {
+        return;
+    }
     for (int j = 0; j < G; j++) {
         for (int i = 0; i < G; i++) {
             tmp->tile[j * G + i] = f->tile[((G - j) & (G - 1)) * G + ((G - i) & (G - 1))];
         }
     }
-    find_offset(tmp, sy);
-    if (tmp->z > f->z) {
-        memcpy(f->tile, tmp->tile, sizeof f->tile);
-        memcpy(f->ck, tmp->ck, sizeof f->ck);
-        f->tu = tmp->tu;
-        f->tv = tmp->tv;
-        f->z = tmp->z;
-        for (int a = 0; a < 2; a++) {
-            for (int b = 0; b < 2; b++) {
-                g->b[a][b] = -g->b[a][b];
-            }
+    memcpy(f->tile, tmp->tile, sizeof f->tile);
+    memcpy(f->ck, tmp->ck, sizeof f->ck);
+    f->tu = tmp->tu;
+    f->tv = tmp->tv;
+    f->z = tmp->z;
+    for (int a = 0; a < 2; a++) {
+        for (int b = 0; b < 2; b++) {
+            g->b[a][b] = -g->b[a][b];
         }
     }
 }
@@ -790,8 +810,7 @@ ct_status vfy_detect(ct_ctx *ctx, const vfy_input *in, const uint8_t sync_key[WM
                 continue;
             }
             fold(L->white, L->w, L->h, &cands[c].g, fd->tile, fd->wsum);
-            find_offset(fd, &sync);
-            settle_half_turn(fd, fd2, &sync, &cands[c].g);
+            fold_offset(fd, fd2, &sync, &cands[c].g);
             cands[c].z = fd->z;
         }
         for (int a = 0; a < ncand; a++) {
