@@ -138,12 +138,6 @@ static bool vlay_of(const AVPixFmtDescriptor *d, vlay *l)
     return l->depth == 8 && (l->step == 3 || l->step == 4);
 }
 
-static bool luma_plane_ok(const AVPixFmtDescriptor *d)
-{
-    vlay l;
-    return vlay_of(d, &l);
-}
-
 /* ---- shared input side ----------------------------------------------------- */
 
 typedef struct vin {
@@ -154,7 +148,6 @@ typedef struct vin {
     AVStream *vst;
     int64_t t0;           /* pts the times count from */
     uint32_t w, h;
-    int depth;
     vlay lay;    /* the frames' layout (vin_check) */
     float *y;
     uint8_t *y8; /* RGB: 8-bit luma for the pan estimate */
@@ -252,7 +245,7 @@ static ct_status vin_open(ct_ctx *ctx, const char *path, bool threads, vin *v)
     return CT_OK;
 }
 
-/* Check frame f against the stream's size and layout; sets v->depth. */
+/* Check frame f against the stream's size and layout; sets v->lay. */
 static ct_status vin_check(ct_ctx *ctx, vin *v, const AVFrame *f)
 {
     const AVPixFmtDescriptor *d = av_pix_fmt_desc_get((enum AVPixelFormat)f->format);
@@ -265,7 +258,6 @@ static ct_status vin_check(ct_ctx *ctx, vin *v, const AVFrame *f)
         return ct_fail(ctx, CT_ERR_FORMAT, "%s: pixel format %s is not supported for video",
                        v->name, d != NULL ? d->name : "?");
     }
-    v->depth = v->lay.depth;
     if (v->lay.rgb && v->y8 == NULL) {
         v->y8 = ct_mallocarray(ctx, (size_t)v->w * v->h, 1);
         if (v->y8 == NULL) {
@@ -294,19 +286,25 @@ static void rgb_rows(const AVFrame *f, const vlay *l, uint32_t r, const uint8_t 
     }
 }
 
+/* Luma of pixel x of an RGB row set, in 8-bit levels. */
+static inline float rgb_luma(const uint8_t *const row[3], const vlay *l, uint32_t x)
+{
+    const float k = 1.0f / (float)(1 << (l->depth - 8));
+    return k * (VR * (float)rgb_at(row, l, 0, x) + VG * (float)rgb_at(row, l, 1, x) +
+                VB * (float)rgb_at(row, l, 2, x));
+}
+
 /* Luma of a checked frame as floats in 8-bit levels. */
 static void luma_of(const AVFrame *f, uint32_t w, uint32_t h, const vlay *l, float *y)
 {
     const int depth = l->depth;
     if (l->rgb) {
-        const float k = 1.0f / (float)(1 << (depth - 8));
         for (uint32_t r = 0; r < h; r++) {
             const uint8_t *row[3];
             rgb_rows(f, l, r, row);
             float *o = y + (size_t)r * w;
             for (uint32_t x = 0; x < w; x++) {
-                o[x] = k * (VR * (float)rgb_at(row, l, 0, x) + VG * (float)rgb_at(row, l, 1, x) +
-                            VB * (float)rgb_at(row, l, 2, x));
+                o[x] = rgb_luma(row, l, x);
             }
         }
     } else if (depth == 8) {
@@ -354,15 +352,12 @@ static void motion_plane(vin *v, const AVFrame *f, const uint8_t **p, ptrdiff_t 
         *depth = v->lay.depth;
         return;
     }
-    const float k = 1.0f / (float)(1 << (v->lay.depth - 8));
     for (uint32_t r = 0; r < v->h; r++) {
         const uint8_t *row[3];
         rgb_rows(f, &v->lay, r, row);
         uint8_t *o = v->y8 + (size_t)r * v->w;
         for (uint32_t x = 0; x < v->w; x++) {
-            float yv = k * (VR * (float)rgb_at(row, &v->lay, 0, x) +
-                            VG * (float)rgb_at(row, &v->lay, 1, x) +
-                            VB * (float)rgb_at(row, &v->lay, 2, x));
+            float yv = rgb_luma(row, &v->lay, x);
             o[x] = (uint8_t)(yv > 255.0f ? 255 : (int)(yv + 0.5f));
         }
     }
@@ -990,7 +985,9 @@ static ct_status open_encoder(vt *t, const med_video_opts *o)
                        "%s: no video frame could be decoded (truncated or corrupt file?)",
                        t->in.name);
     }
-    if (!luma_plane_ok(av_pix_fmt_desc_get(dec->pix_fmt))) {
+    const AVPixFmtDescriptor *wd = av_pix_fmt_desc_get(dec->pix_fmt);
+    vlay lay;
+    if (!vlay_of(wd, &lay)) {
         return ct_fail(ctx, CT_ERR_FORMAT, "%s: pixel format %s is not supported for video",
                        t->in.name, av_get_pix_fmt_name(dec->pix_fmt));
     }
@@ -1007,8 +1004,7 @@ static ct_status open_encoder(vt *t, const med_video_opts *o)
         if (!found) {
             /* has_alpha: an encoder that can keep alpha (ProRes 4444 from a
              * 12-bit decode) is given a format with it. */
-            const AVPixFmtDescriptor *wd = av_pix_fmt_desc_get(want);
-            int has_alpha = wd != NULL && (wd->flags & AV_PIX_FMT_FLAG_ALPHA) ? 1 : 0;
+            int has_alpha = (wd->flags & AV_PIX_FMT_FLAG_ALPHA) ? 1 : 0;
             enc->pix_fmt =
                 avcodec_find_best_pix_fmt_of_list(codec->pix_fmts, want, has_alpha, NULL);
         }
@@ -1047,9 +1043,8 @@ static ct_status open_encoder(vt *t, const med_video_opts *o)
         st = av_err(ctx, CT_ERR_MISUSE, t->out_name, "cannot start the video encoder", ret);
         goto done;
     }
-    const AVPixFmtDescriptor *wd = av_pix_fmt_desc_get(want);
     const AVPixFmtDescriptor *ed = av_pix_fmt_desc_get(enc->pix_fmt);
-    t->alpha_dropped = wd != NULL && ed != NULL && (wd->flags & AV_PIX_FMT_FLAG_ALPHA) &&
+    t->alpha_dropped = (wd->flags & AV_PIX_FMT_FLAG_ALPHA) && ed != NULL &&
                        !(ed->flags & AV_PIX_FMT_FLAG_ALPHA);
     if (enc->pix_fmt != want) {
         t->sws = sws_getContext(enc->width, enc->height, want, enc->width, enc->height,
