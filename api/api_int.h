@@ -39,10 +39,12 @@ ct_status api_embed_begin(ct_ctx *ctx, const char *vendor, const char *input, co
 
 /* The end of every embed: commit the record (output_sha256 already set),
  * then rename the temporary *tmp into place and make the rename durable
- * (the order is explained in ct_embed_file). On success *tmp is freed and
- * NULL, and out has vendor, serial and record id. */
+ * (the order is explained in ct_embed_file). With sync_tmp the
+ * temporary's bytes are made durable here too, beside the commit; without
+ * it the caller has done so. On success *tmp is freed and NULL, and out
+ * has vendor, serial and record id. */
 ct_status api_embed_commit(ct_ctx *ctx, const ct_vendor *v, sto_record *rec, char **tmp,
-                           const char *output, ct_embed_result *out);
+                           const char *output, bool sync_tmp, ct_embed_result *out);
 
 /* Every key a file of this studio can carry: each vendor at each epoch it
  * has had, revoked vendors included (their files stay traceable), each

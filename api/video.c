@@ -499,7 +499,7 @@ ct_status ct_embed_video(ct_ctx *ctx, const char *vendor, const char *input, con
         rec.phash[i] = (uint8_t)(m.phash >> (56 - 8 * i));
     }
     /* No output without its record: see ct_embed_file. */
-    st = api_embed_commit(ctx, &v, &rec, &tmp, output, out);
+    st = api_embed_commit(ctx, &v, &rec, &tmp, output, false, out);
 done:
     if (tmp != NULL) {
         if (seq) {

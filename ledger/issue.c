@@ -164,7 +164,7 @@ done:
     return err;
 }
 
-ct_status ldg_fsync_file(ct_ctx *ctx, const char *path)
+int ldg_fsync_path(const char *path)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0 || fsync(fd) != 0) {
@@ -172,10 +172,15 @@ ct_status ldg_fsync_file(ct_ctx *ctx, const char *path)
         if (fd >= 0) {
             close(fd);
         }
-        return ldg_sha256_status(ctx, path, e);
+        return e;
     }
     close(fd);
-    return CT_OK;
+    return 0;
+}
+
+ct_status ldg_fsync_file(ct_ctx *ctx, const char *path)
+{
+    return ldg_sha256_status(ctx, path, ldg_fsync_path(path));
 }
 
 /* One piece of the output waiting for the hasher. */

@@ -108,9 +108,11 @@ int ldg_sha256_path(const char *path, bool sync, const atomic_bool *stop,
                     uint8_t out[STO_HASH_BYTES]);
 ct_status ldg_sha256_status(ct_ctx *ctx, const char *path, int err);
 
-/* fsync a file written and closed earlier (its bytes on disk before its
- * record is committed). */
+/* fsync a file written and closed earlier (its bytes on disk before it
+ * is renamed into place). ldg_fsync_path touches no context (for a
+ * thread beside the ledger's commit) and returns 0 or an errno value. */
 ct_status ldg_fsync_file(ct_ctx *ctx, const char *path);
+int ldg_fsync_path(const char *path);
 
 /* SHA-256 of bytes as they are written (med_write_opts' tap), on a thread
  * of its own beside the encoder that writes them, so the output's hash is
