@@ -8,8 +8,7 @@
  * offset (u, v) is acc(u, v) = sum_k Re(c_k exp(-i (2 pi (p_k u + q_k v) / 64
  * + phase_k))), searched over every half cell of the tile (128 x 128), then
  * refined on a 0.05-cell grid (11 x 11) around the best; sync_z is that
- * maximum over sd = sqrt(noise / 2), noise = sum_k (|r1_k|^2 + |r2_k|^2) / 2,
- * each term of acc clipped to +-vfy_sync_term_cap(noise) as detect.c does.
+ * maximum over sd = sqrt(noise / 2), noise = sum_k (|r1_k|^2 + |r2_k|^2) / 2.
  *
  * Under no mark the folded tile of the whitened image is noise with a
  * smooth spectrum: c_k, r1_k, r2_k independent circular complex Gaussians
@@ -34,7 +33,6 @@
 
 #include <sodium.h>
 
-#include "verify/vfy.h"
 #include "watermark/wm.h"
 
 #define G 128 /* half-cell offset grid, as detect.c */
@@ -61,18 +59,12 @@ static double complex cnrand(void)
     return (nrand() + I * nrand()) * sqrt(0.5);
 }
 
-static double clip_term(double x, double cap)
-{
-    return x > cap ? cap : (x < -cap ? -cap : x);
-}
-
-static double corr_at(const double complex *ck, const wm_sync *sy, double tu, double tv,
-                      double cap)
+static double corr_at(const double complex *ck, const wm_sync *sy, double tu, double tv)
 {
     double acc = 0;
     for (int k = 0; k < WM_SYNC_K; k++) {
         double ph = -2.0 * M_PI * (sy->p[k] * tu + sy->q[k] * tv) / WM_CELLS - sy->phase[k];
-        acc += clip_term(creal(ck[k] * cexp(I * ph)), cap);
+        acc += creal(ck[k] * cexp(I * ph));
     }
     return acc;
 }
@@ -108,7 +100,6 @@ int main(int argc, char **argv)
             double complex r1 = cnrand(), r2 = cnrand();
             noise += 0.5 * (creal(r1 * conj(r1)) + creal(r2 * conj(r2)));
         }
-        const double cap = vfy_sync_term_cap(noise);
         double best = -INFINITY, bu = 0, bv = 0;
         for (int tu = 0; tu < G; tu++) {
             double complex dk[WM_SYNC_K];
@@ -118,7 +109,7 @@ int main(int argc, char **argv)
             for (int tv = 0; tv < G; tv++) {
                 double acc = 0;
                 for (int k = 0; k < WM_SYNC_K; k++) {
-                    acc += clip_term(creal(dk[k] * ev[k][tv]), cap);
+                    acc += creal(dk[k] * ev[k][tv]);
                 }
                 if (acc > best) {
                     best = acc;
@@ -129,7 +120,7 @@ int main(int argc, char **argv)
         }
         for (int i = -5; i <= 5; i++) {
             for (int j = -5; j <= 5; j++) {
-                double c = corr_at(ck, &sy, bu + i * 0.05, bv + j * 0.05, cap);
+                double c = corr_at(ck, &sy, bu + i * 0.05, bv + j * 0.05);
                 if (c > best) {
                     best = c;
                 }

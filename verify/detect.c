@@ -146,24 +146,12 @@ typedef struct folded {
     double z;                     /* sync correlation at the offset, sigmas */
 } folded;
 
-/* Each sync frequency's term of the correlation is clipped (see
- * vfy_sync_term_cap). */
-static double term_cap(double noise)
-{
-    return vfy_sync_term_cap(noise);
-}
-
-static inline double clip_term(double x, double cap)
-{
-    return x > cap ? cap : (x < -cap ? -cap : x);
-}
-
-static double corr_at(const folded *f, const wm_sync *sy, double tu, double tv, double cap)
+static double corr_at(const folded *f, const wm_sync *sy, double tu, double tv)
 {
     double acc = 0;
     for (int k = 0; k < WM_SYNC_K; k++) {
         double ph = -2.0 * M_PI * (sy->p[k] * tu + sy->q[k] * tv) / WM_CELLS - sy->phase[k];
-        acc += clip_term(creal(f->ck[k] * cexp(I * ph)), cap);
+        acc += creal(f->ck[k] * cexp(I * ph));
     }
     return acc;
 }
@@ -208,7 +196,6 @@ static void offset_search(folded *f, const wm_sync *sy, double noise, double cu,
                           double radius)
 {
     /* Coarse: every half cell, separably. */
-    const double cap = term_cap(noise);
     double best = -INFINITY, bu = 0, bv = 0;
     double complex ev[WM_SYNC_K][G];
     for (int k = 0; k < WM_SYNC_K; k++) {
@@ -231,7 +218,7 @@ static void offset_search(folded *f, const wm_sync *sy, double noise, double cu,
             }
             double acc = 0;
             for (int k = 0; k < WM_SYNC_K; k++) {
-                acc += clip_term(creal(d[k] * ev[k][tv]), cap);
+                acc += creal(d[k] * ev[k][tv]);
             }
             if (acc > best) {
                 best = acc;
@@ -245,7 +232,7 @@ static void offset_search(folded *f, const wm_sync *sy, double noise, double cu,
     for (int i = -5; i <= 5; i++) {
         for (int j = -5; j <= 5; j++) {
             double u = bu + i * 0.05, v = bv + j * 0.05;
-            double c = corr_at(f, sy, u, v, cap);
+            double c = corr_at(f, sy, u, v);
             if (c > best) {
                 best = c;
                 fu = u;

@@ -6,7 +6,6 @@
 #ifndef CT_VFY_H
 #define CT_VFY_H
 
-#include <math.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -86,25 +85,6 @@ vfy_geom vfy_geom_upright(double period);
 /* The z an issued-serial test must reach in vfy_detect when the keys
  * carry nserials issued serials in all (INFINITY for none). */
 double vfy_issued_z_min(uint64_t nserials);
-
-/* The sync correlation adds one term per sync frequency, each clipped to
- * +-VFY_SYNC_TERM_CLIP of that frequency's noise; this is the clip for a
- * folded tile whose noise (summed over the frequencies, as detect.c
- * measures it) is `noise`. A mark spreads the correlation over all
- * WM_SYNC_K frequencies (about z / 4 each, at most 10 seen on a marked
- * file at z 22); under no mark each term is N(0, 1). Content with a
- * strong line in its spectrum (paper texture, a screen tone, a scanner's
- * pattern) can land on one sync frequency under some wrong map: one term
- * of 70-85 sigmas gave such maps a sync z above the true map's, and with
- * two of them ahead of it the true map was never decoded (2 % of keys on
- * a 720p sketch under the chain attack). As CLIP does in the spectral
- * search: one content peak may not outvote the template. bench/nullmodel
- * models the same clipped statistic. */
-#define VFY_SYNC_TERM_CLIP 6.0
-static inline double vfy_sync_term_cap(double noise)
-{
-    return VFY_SYNC_TERM_CLIP * sqrt(noise / (2.0 * WM_SYNC_K));
-}
 
 /* Decode at a known map (cell = B * pixel), refining it from patch
  * offsets once if the first decode fails: the informed path, when the
