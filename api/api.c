@@ -193,13 +193,12 @@ ct_status api_embed_commit(ct_ctx *ctx, const ct_vendor *v, sto_record *rec, cha
     if (st != CT_OK) {
         return st;
     }
-    if (sy.err != 0) {
+    /* A failed flush or rename: the record is committed, its file never
+     * appears. */
+    int e = sy.err != 0 ? sy.err : (rename(*tmp, output) != 0 ? errno : 0);
+    if (e != 0) {
         return ct_fail(ctx, CT_ERR_IO, "%s: %s (ledger record %" PRIu64 " names a file that was "
-                       "not written)", output, strerror(sy.err), rec->id);
-    }
-    if (rename(*tmp, output) != 0) {
-        return ct_fail(ctx, CT_ERR_IO, "%s: %s (ledger record %" PRIu64 " names a file that was "
-                       "not written)", output, strerror(errno), rec->id);
+                       "not written)", output, strerror(e), rec->id);
     }
     api_sync_dir_of(output);
     free(*tmp);
